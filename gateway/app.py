@@ -1,0 +1,159 @@
+"""create_app: build both listeners' applications and the resources they share.
+
+Middleware order (outermost first), on both listeners:
+  1. request_context  - request id, access metrics (sees every final status)
+  2. error_middleware - every failure becomes a JSON body; nothing leaks
+  3. ip allow-list    - when the listener has one (403 before any work)
+
+Resources are opened by cleanup contexts on the CXone-facing app, in this order and
+closed in reverse: configuration (routing), store, HTTP clients, workers.
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from gateway import admin
+from gateway.clock import Clock, system_clock
+from gateway.cxone import endpoints as cxone_endpoints
+from gateway.cxone.auth import CxoneAuth
+from gateway.cxone.client import CxoneClient
+from gateway.cxone.tokens import FailureThrottle
+from gateway.delivery.store import open_store
+from gateway.delivery.worker import Workers
+from gateway.edge import ip_allow_middleware
+from gateway.http import make_session
+from gateway.http_errors import error_middleware
+from gateway.keys import GATEWAY, LISTENER
+from gateway.logs import request_id
+from gateway.metrics import create_metrics
+from gateway.platform import webhooks
+from gateway.platform.client import PlatformClient
+from gateway.runtime import Gateway
+from gateway.settings import ListenerSettings, Settings
+from gateway.tls import client_context
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_RID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class GatewayApps:
+    """The two listeners' applications and the services they share."""
+
+    gateway: Gateway
+    cxone: web.Application
+    platform: web.Application
+
+
+def _request_context(listener: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        incoming = request.headers.get("X-Request-Id", "")
+        rid = incoming if _RID.match(incoming) else uuid.uuid4().hex[:16]
+        token = request_id.set(rid)
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            response.headers["X-Request-Id"] = rid
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            request_id.reset(token)
+            route = request.match_info.route.resource
+            endpoint = route.canonical if route is not None else "unmatched"
+            if listener == "platform" and endpoint == "/{path}":
+                endpoint = "webhook"
+            request.app[GATEWAY].metrics.requests.labels(listener, endpoint, str(status)).inc()
+
+    return middleware
+
+
+def _middlewares(listener: str, settings: ListenerSettings) -> list[Callable[..., Awaitable[web.StreamResponse]]]:
+    chain = [_request_context(listener), error_middleware]
+    if settings.allow:
+        chain.append(ip_allow_middleware(settings.allow, settings.trusted_proxies))
+    return chain
+
+
+def create_apps(settings: Settings, *, clock: Clock = system_clock) -> GatewayApps:
+    """Build both applications; nothing is opened until the CXone app starts."""
+    gateway = Gateway(settings, clock=clock, metrics=create_metrics())
+
+    cxone_app = web.Application(
+        middlewares=_middlewares("cxone", settings.cxone_listener),
+        client_max_size=settings.cxone_listener.max_body_bytes,
+    )
+    cxone_app[GATEWAY] = gateway
+    cxone_app[LISTENER] = "cxone"
+    cxone_endpoints.add_routes(cxone_app)
+    admin.add_routes(cxone_app)
+    cxone_app.cleanup_ctx.extend([_routing_ctx, _store_ctx, _clients_ctx, _workers_ctx])
+
+    platform_app = web.Application(
+        middlewares=_middlewares("platform", settings.platform_listener),
+        client_max_size=settings.platform_listener.max_body_bytes,
+    )
+    platform_app[GATEWAY] = gateway
+    platform_app[LISTENER] = "platform"
+    platform_app.router.add_get("/healthz", admin.healthz)
+    webhooks.add_routes(platform_app)
+    return GatewayApps(gateway, cxone_app, platform_app)
+
+
+def create_app(settings: Settings, *, clock: Clock = system_clock) -> web.Application:
+    """The CXone-facing app (it owns the resources); the platform app is create_apps().platform."""
+    return create_apps(settings, clock=clock).cxone
+
+
+async def _routing_ctx(app: web.Application) -> AsyncIterator[None]:
+    await app[GATEWAY].load_initial()
+    yield
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    gw = app[GATEWAY]
+    gw.store = open_store(gw.settings.store, clock=gw.clock)
+    await gw.store.open()
+    gw.throttle = FailureThrottle(clock=gw.clock)
+    try:
+        yield
+    finally:
+        await gw.store.close()
+
+
+async def _clients_ctx(app: web.Application) -> AsyncIterator[None]:
+    gw = app[GATEWAY]
+    s = gw.settings
+    cxone_ssl: ssl.SSLContext = client_context(s.cxone.tls)
+    cxone_session = make_session(s.cxone.timeouts, ssl_context=cxone_ssl)
+    platform_session = make_session(s.cxone.timeouts)
+    auth = CxoneAuth(cxone_session, s.cxone, clock=gw.clock)
+    try:
+        gw.cxone = CxoneClient(cxone_session, s.cxone, auth, clock=gw.clock)
+        gw.platform = PlatformClient(platform_session, retry=s.cxone.retry, clock=gw.clock)
+        yield
+    finally:
+        await auth.aclose()
+        await platform_session.close()
+        await cxone_session.close()
+
+
+async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
+    gw = app[GATEWAY]
+    workers = Workers(gw)
+    gw.workers = workers
+    workers.start()
+    try:
+        yield
+    finally:
+        await workers.stop()

@@ -1,0 +1,169 @@
+"""The byoc-gateway command line. The only place errors become exit codes.
+
+Exit codes: 0 success; 1 a check or command found problems; 2 usage error;
+3 the gateway could not start (configuration, ports, store).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway import __version__
+from gateway.errors import ConfigError, GatewayError
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_START = 0, 1, 2, 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="byoc-gateway",
+        description="A declarative NICE CXone Bring-Your-Own-Channel middleware.",
+    )
+    p.add_argument("--version", action="version", version=f"byoc-gateway {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("serve", help="run the gateway")
+    s.add_argument("--config", "-c", type=Path, default=Path("gateway.yaml"))
+    s.add_argument("--pid-file", type=Path, default=None, help="write the PID here (for `reload`)")
+
+    c = sub.add_parser("check", help="validate mappings and gateway.yaml; run inline tests")
+    c.add_argument("paths", nargs="*", type=Path, help="mapping files or directories (default: mappings/)")
+    c.add_argument("--config", "-c", type=Path, default=None, help="also check this gateway.yaml")
+    c.add_argument("--format", choices=["text", "json"], default="text")
+    c.add_argument(
+        "--no-secrets", action="store_true",
+        help="only check that secrets are referenced, not that they are set",
+    )
+
+    r = sub.add_parser("reload", help="ask a running gateway to reload (SIGHUP)")
+    r.add_argument("--pid-file", type=Path, default=Path("data/gateway.pid"))
+    r.add_argument("--pid", type=int, default=None)
+
+    sim = sub.add_parser("sim", help="run a simulator on its own")
+    sim.add_argument("which", choices=["cxone", "watering-hole"])
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=0)
+
+    sb = sub.add_parser("sandbox", help="gateway + simulated CXone + simulated Watering Hole, with a page")
+    sb.add_argument("--host", default="127.0.0.1")
+    sb.add_argument("--port", type=int, default=8000, help="port of the sandbox page")
+    sb.add_argument("--mappings", type=Path, default=None)
+
+    from gateway.certs import add_certs_commands
+
+    add_certs_commands(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return EXIT_START if args.command in ("serve", "sandbox") else EXIT_PROBLEMS
+    except GatewayError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_START
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    cmd = args.command
+    if cmd == "serve":
+        return _serve(args)
+    if cmd == "check":
+        return _check(args)
+    if cmd == "reload":
+        return _reload(args)
+    if cmd == "sim":
+        return _sim(args)
+    if cmd == "sandbox":
+        from gateway.sandbox.run import run_sandbox
+
+        asyncio.run(run_sandbox(args.host, args.port, mappings=args.mappings))
+        return EXIT_OK
+    if cmd == "certs":
+        from gateway.certs import run_certs_command
+
+        return run_certs_command(args)
+    return EXIT_USAGE
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway.logs import configure_logging
+    from gateway.server import serve
+    from gateway.settings import load_settings
+
+    settings = load_settings(args.config)
+    configure_logging(settings.logging.level, settings.logging.format)
+    try:
+        asyncio.run(serve(settings, pid_file=args.pid_file))
+    except OSError as exc:
+        print(f"error: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_START
+    return EXIT_OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    from gateway.mapping.check import check_paths, format_report
+
+    paths = list(args.paths) or [Path("mappings")]
+    report = check_paths(paths, check_secrets=not args.no_secrets)
+    out = format_report(report, args.format)
+    ok = report.ok
+    if args.config is not None:
+        from gateway.settings import load_settings
+
+        try:
+            load_settings(args.config) if not args.no_secrets else None
+            if args.format == "text":
+                out += f"\nok    {args.config}"
+        except ConfigError as exc:
+            ok = False
+            lines = "\n".join(f"  {p}" for p in exc.problems)
+            out += f"\nFAIL  {args.config}\n{lines}"
+    print(out)
+    return EXIT_OK if ok else EXIT_PROBLEMS
+
+
+def _reload(args: argparse.Namespace) -> int:
+    pid = args.pid
+    if pid is None:
+        try:
+            pid = int(args.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            print(f"error: no running gateway found (cannot read {args.pid_file})", file=sys.stderr)
+            return EXIT_PROBLEMS
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        print(f"error: no process {pid}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    print(f"sent SIGHUP to {pid}; see the gateway's log or /status.json for the outcome")
+    return EXIT_OK
+
+
+def _sim(args: argparse.Namespace) -> int:
+    if args.which == "cxone":
+        from gateway.sandbox.cxone import run_standalone as run_cxone
+
+        asyncio.run(run_cxone(args.host, args.port))
+    else:
+        from gateway.sandbox.watering_hole import run_standalone as run_wh
+
+        asyncio.run(run_wh(args.host, args.port))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

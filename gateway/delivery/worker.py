@@ -1,0 +1,216 @@
+"""Queue workers: deliver queued inbound events to CXone, in order per thread.
+
+Retryable failures (connection errors, timeouts, 429, 502-504) wait with backoff and
+jitter (Retry-After honoured) while the thread's later messages wait behind them; final
+failures and exhausted retries become dead letters, which unblocks the thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from gateway.delivery.jobs import InboundJob, thread_key
+from gateway.delivery.store import Job
+from gateway.errors import (
+    GatewayError,
+    MappingRuntimeError,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
+from gateway.mapping import Ignored, InboundCall
+from gateway.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from gateway.runtime import Gateway
+
+log = logging.getLogger("gateway.delivery")
+
+CONTACTS_NS = "contact"
+THREAD_CHANNEL_NS = "thread-channel"
+_CONTACT_TTL = 30 * 86400.0
+
+
+class Workers:
+    """A pool of delivery tasks sharing one store."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gw = gateway
+        self._owner = f"{uuid.uuid4().hex[:12]}"
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+        self._policy = RetryPolicy(gateway.settings.delivery.retry)
+        self.delivered = 0
+
+    @property
+    def owner(self) -> str:
+        return self._owner
+
+    def start(self) -> None:
+        n = self._gw.settings.delivery.workers
+        for i in range(n):
+            self._tasks.append(asyncio.create_task(self._run(f"{self._owner}-{i}"), name=f"worker-{i}"))
+
+    async def stop(self) -> None:
+        """Finish the jobs in hand, then stop (unfinished leases expire for other instances)."""
+        self._stopping.set()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks.clear()
+
+    async def _run(self, owner: str) -> None:
+        store = self._gw.store
+        settings = self._gw.settings.delivery
+        while not self._stopping.is_set():
+            try:
+                jobs = await store.claim(owner, 1, settings.lease_seconds)
+            except GatewayError as exc:
+                log.warning("store unavailable while claiming: %s", exc)
+                await self._pause(settings.poll_interval * 4)
+                continue
+            if not jobs:
+                waiter = asyncio.ensure_future(store.wait_for_work(settings.poll_interval))
+                stopper = asyncio.ensure_future(self._stopping.wait())
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                for f in (waiter, stopper):
+                    f.cancel()
+                continue
+            for job in jobs:
+                try:
+                    await self.process(job, owner)
+                except Exception:  # never let one job kill the worker
+                    log.exception("worker failed on job %s", job.id)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def process(self, job: Job, owner: str) -> None:
+        """Deliver one job and record the outcome in the store."""
+        gw = self._gw
+        started = time.monotonic()
+        try:
+            record = InboundJob.decode(job.payload)
+        except Exception:
+            await gw.store.dead_letter(job, owner, "undecodable job payload", _attempt(gw, "decode"))
+            return
+        routing = gw.routing
+        mapping = routing.mappings.get(record.mapping)
+        if mapping is None:
+            await self._dead(job, owner, record, f"mapping {record.mapping!r} is no longer loaded")
+            return
+        call = record.call
+        if call is None or record.version != mapping.version:
+            try:
+                routed = mapping.route_inbound(record.as_item())
+            except MappingRuntimeError as exc:
+                await self._dead(job, owner, record, str(exc))
+                return
+            if isinstance(routed, Ignored):
+                await gw.store.complete(job, owner)
+                return
+            call = routed
+        channel_id = routing.channel_id(mapping.name, call.channel)
+        if channel_id is None:
+            await self._dead(
+                job, owner, record,
+                f"no CXone channel is bound to {mapping.name}/{call.channel} in gateway.yaml",
+            )
+            return
+        tkey = thread_key(mapping.name, call.channel, call.thread_id)
+        path = call.path.replace("{channel_id}", _quote(channel_id))
+        if "{contact_id}" in path:
+            contact = await gw.store.kv_get(CONTACTS_NS, tkey)
+            if contact is None:
+                log.warning(
+                    "no CXone contact known for thread; %s not sent", call.action,
+                    extra={"mapping": mapping.name, "route": call.route, "outcome": "skipped"},
+                )
+                gw.metrics.messages.labels(mapping.name, call.channel, call.route, "inbound", "skipped").inc()
+                await gw.store.complete(job, owner)
+                return
+            path = path.replace("{contact_id}", _quote(contact.decode()))
+        try:
+            result = await gw.cxone.call(call.method, path, call.body)
+        except UpstreamUnavailable as exc:
+            await self._retry(job, owner, record, call, exc)
+            return
+        except UpstreamRejected as exc:
+            await self._dead(job, owner, record, f"CXone refused: {exc}", call)
+            return
+        if call.action == "create_message":
+            contact_id = _contact_id(result.body)
+            if contact_id is not None:
+                await gw.store.kv_set(CONTACTS_NS, tkey, contact_id.encode(), _CONTACT_TTL)
+            await gw.store.kv_set(
+                THREAD_CHANNEL_NS, f"{mapping.name}\x1f{call.thread_id}", channel_id.encode(), _CONTACT_TTL
+            )
+        await gw.store.complete(job, owner)
+        self.delivered += 1
+        gw.metrics.messages.labels(mapping.name, call.channel, call.route, "inbound", "delivered").inc()
+        gw.metrics.delivery_latency.labels(mapping.name, call.action).observe(
+            max(0.0, gw.clock() - record.received_at)
+        )
+        log.info(
+            "delivered to CXone",
+            extra={
+                "mapping": mapping.name,
+                "channel": channel_id,
+                "route": call.route,
+                "platform_id": call.message_id,
+                "outcome": "delivered",
+                "duration_ms": round((time.monotonic() - started) * 1000, 1),
+            },
+        )
+
+    async def _retry(
+        self, job: Job, owner: str, record: InboundJob, call: InboundCall, exc: UpstreamUnavailable
+    ) -> None:
+        gw = self._gw
+        attempts = job.attempts + 1
+        if attempts >= self._policy.settings.max_attempts:
+            await self._dead(job, owner, record, f"out of retries: {exc}", call)
+            return
+        delay = self._policy.delay(attempts, exc.retry_after)
+        gw.metrics.retries.labels("cxone", str(exc.status or "connection")).inc()
+        await gw.store.retry_later(
+            job, owner, gw.clock() + delay, _attempt(gw, str(exc), status=exc.status)
+        )
+
+    async def _dead(
+        self, job: Job, owner: str, record: InboundJob, reason: str, call: InboundCall | None = None
+    ) -> None:
+        gw = self._gw
+        gw.metrics.dead_letters.labels(record.mapping, reason.split(":")[0][:40]).inc()
+        log.error(
+            "moved to dead letters: %s", reason,
+            extra={"mapping": record.mapping, "route": call.route if call else None, "outcome": "dead"},
+        )
+        await gw.store.dead_letter(job, owner, reason, _attempt(gw, reason))
+
+
+def _attempt(gw: Gateway, outcome: str, status: int | None = None) -> dict[str, Any]:
+    return {"at": gw.clock(), "outcome": outcome[:500], "status": status}
+
+
+def _contact_id(body: Any) -> str | None:
+    if isinstance(body, dict):
+        contact = body.get("consumerContact")
+        if isinstance(contact, dict) and contact.get("id") is not None:
+            return str(contact["id"])
+    return None
+
+
+def _quote(value: str) -> str:
+    from urllib.parse import quote
+
+    return quote(value, safe="")
+
+
+Factory = Callable[["Gateway"], Workers]

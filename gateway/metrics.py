@@ -1,0 +1,85 @@
+"""Prometheus metrics, held in one registry per gateway (none created at import)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "create_metrics"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Every metric the gateway exports."""
+
+    registry: CollectorRegistry
+    requests: Counter
+    messages: Counter
+    ignored: Counter
+    duplicates: Counter
+    delivery_latency: Histogram
+    retries: Counter
+    dead_letters: Counter
+    queue_depth: Gauge
+    dead_letter_depth: Gauge
+    reloads: Counter
+    mapping_info: Gauge
+    token_refreshes: Counter
+    tokens_issued: Counter
+    upstream_errors: Counter
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def create_metrics() -> Metrics:
+    """Create a fresh registry with all metrics."""
+    r = CollectorRegistry(auto_describe=True)
+    return Metrics(
+        registry=r,
+        requests=Counter(
+            "byoc_http_requests", "HTTP requests served", ["listener", "endpoint", "status"], registry=r
+        ),
+        messages=Counter(
+            "byoc_messages",
+            "Messages handled, by channel, route, direction and outcome",
+            ["mapping", "channel", "route", "direction", "outcome"],
+            registry=r,
+        ),
+        ignored=Counter(
+            "byoc_events_ignored", "Webhook events acknowledged and ignored", ["mapping", "route"], registry=r
+        ),
+        duplicates=Counter(
+            "byoc_events_duplicate", "Webhook events dropped as duplicates", ["mapping"], registry=r
+        ),
+        delivery_latency=Histogram(
+            "byoc_delivery_latency_seconds",
+            "From webhook receipt to CXone acceptance",
+            ["mapping", "action"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        ),
+        retries=Counter("byoc_retries", "Retried upstream calls", ["upstream", "reason"], registry=r),
+        dead_letters=Counter(
+            "byoc_dead_letters", "Messages moved to dead letters", ["mapping", "reason"], registry=r
+        ),
+        queue_depth=Gauge("byoc_queue_depth", "Jobs waiting for delivery to CXone", registry=r),
+        dead_letter_depth=Gauge("byoc_dead_letter_depth", "Dead letters kept", registry=r),
+        reloads=Counter("byoc_reloads", "Configuration reloads", ["outcome"], registry=r),
+        mapping_info=Gauge(
+            "byoc_mapping_info", "Loaded mappings (value 1)", ["mapping", "version"], registry=r
+        ),
+        token_refreshes=Counter(
+            "byoc_cxone_token_refreshes", "Access tokens fetched from CXone", registry=r
+        ),
+        tokens_issued=Counter(
+            "byoc_tokens_issued", "Bearer tokens issued to CXone", ["outcome"], registry=r
+        ),
+        upstream_errors=Counter(
+            "byoc_upstream_errors", "Failed upstream calls", ["upstream", "kind"], registry=r
+        ),
+    )

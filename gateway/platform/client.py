@@ -1,0 +1,114 @@
+"""Calls to a platform's API: the mapping's rendered requests, sent with retries inside a deadline.
+
+The same Idempotency-Key goes with every attempt, so a retried request never posts twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Mapping
+
+import aiohttp
+
+from gateway import jsonutil
+from gateway.clock import Clock, system_clock
+from gateway.errors import UpstreamRejected, UpstreamUnavailable
+from gateway.http import client_timeout
+from gateway.mapping import PlatformRequest, PlatformResponse
+from gateway.retry import RetryPolicy, call_with_retries, parse_retry_after
+from gateway.settings import RetrySettings, Timeouts
+
+log = logging.getLogger("gateway.platform")
+
+
+class PlatformClient:
+    """Send PlatformRequests over one pooled session."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        retry: RetrySettings,
+        clock: Clock = system_clock,
+    ) -> None:
+        self._session = session
+        self._policy = RetryPolicy(retry)
+        self._clock = clock
+
+    async def send(
+        self,
+        request: PlatformRequest,
+        *,
+        upstream: str,
+        timeouts: Timeouts,
+        deadline: float,  # seconds from now
+        idempotency: tuple[str, str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        on_retry: object = None,
+    ) -> PlatformResponse:
+        """Send one request; retry transient failures while the deadline allows."""
+        headers = dict(request.headers)
+        if idempotency is not None and request.method.upper() == "POST":
+            headers[idempotency[0]] = idempotency[1]
+        timeout = client_timeout(timeouts)
+
+        async def attempt() -> PlatformResponse:
+            try:
+                async with self._session.request(
+                    request.method,
+                    request.url,
+                    data=request.body,
+                    headers=headers,
+                    timeout=timeout,
+                    ssl=ssl_context if ssl_context is not None else True,
+                    allow_redirects=False,
+                ) as resp:
+                    raw = await resp.read()
+                    body = _parse(raw, resp.headers.get("Content-Type", ""))
+                    result = PlatformResponse(status=resp.status, headers=dict(resp.headers), body=body)
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                raise UpstreamUnavailable(upstream, f"no answer ({type(exc).__name__})") from None
+            verdict = self._policy.classify(result.status, None)
+            if verdict == "retry":
+                raise UpstreamUnavailable(
+                    upstream,
+                    f"answered {result.status}",
+                    status=result.status,
+                    code=_error_code(result.body),
+                    retry_after=parse_retry_after(result.headers.get("Retry-After"), self._clock()),
+                )
+            return result
+
+        return await call_with_retries(
+            attempt, self._policy, deadline=self._clock() + deadline, clock=self._clock, upstream=upstream
+        )
+
+
+def _parse(raw: bytes, content_type: str) -> object:
+    if not raw:
+        return None
+    if "json" in content_type or raw[:1] in (b"{", b"["):
+        try:
+            return jsonutil.loads(raw)
+        except Exception:
+            return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _error_code(body: object) -> str | None:
+    if isinstance(body, Mapping):
+        err = body.get("error")
+        if isinstance(err, Mapping):
+            code = err.get("code")
+            return str(code) if code is not None else None
+        if isinstance(err, str):
+            return err
+    return None
+
+
+__all__ = ["PlatformClient", "UpstreamRejected"]

@@ -1,0 +1,137 @@
+"""Webhook intake: find the mapping by path, verify, parse, split, route, persist, acknowledge.
+
+A delivery is acknowledged 2xx only once every event in it is persisted in the durable
+queue (or ignored on purpose); any failure before that answers 5xx so the platform
+delivers again, and redelivered events are dropped by their dedupe keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from gateway import jsonutil
+from gateway.delivery.jobs import InboundJob, thread_key
+from gateway.delivery.store import NewJob
+from gateway.edge import read_body_limited
+from gateway.errors import MappingRuntimeError, NotFound, StoreError
+from gateway.http_errors import json_error
+from gateway.keys import GATEWAY
+from gateway.mapping import CompiledMapping, Ignored
+
+log = logging.getLogger("gateway.webhook")
+
+
+def add_routes(app: web.Application) -> None:
+    """One catch-all route: mappings (and their paths) change on reload, routes never do."""
+    app.router.add_route("*", "/{path:.*}", handle_webhook)
+
+
+def public_url(request: web.Request) -> str:
+    """The URL the platform called, rebuilt from the configured public base when there is one."""
+    base = request.app[GATEWAY].settings.platform_listener.public_url
+    if base:
+        return base.rstrip("/") + request.raw_path
+    return str(request.url)
+
+
+async def handle_webhook(request: web.Request) -> web.StreamResponse:
+    gw = request.app[GATEWAY]
+    routing = gw.routing  # one snapshot: the request finishes on the config it started with
+    mapping = routing.by_webhook_path.get(request.path)
+    if mapping is None:
+        raise NotFound("no webhook is configured at this path")
+    query = dict(request.query)
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    if request.method == "GET":
+        reply = mapping.handshake("GET", query, headers, None)
+        if reply is None:
+            raise web.HTTPMethodNotAllowed("GET", ["POST"])
+        return web.Response(status=reply.status, body=reply.body, content_type=reply.content_type)
+    if request.method != "POST":
+        raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
+    limit = min(mapping.webhook.max_body_bytes, gw.settings.platform_listener.max_body_bytes)
+    raw = await read_body_limited(request, limit)
+    content_type = request.headers.get("Content-Type")
+    if mapping.webhook.format == "form":
+        # form signatures (Twilio style) sign the parameters: parsing a form is inert
+        payload = mapping.parse_body(raw, content_type)
+        routing.verifiers[mapping.name].verify(raw, headers, public_url(request), payload)
+    else:
+        # verify the raw bytes before parsing anything
+        routing.verifiers[mapping.name].verify(raw, headers, public_url(request), None)
+        payload = mapping.parse_body(raw, content_type)
+    reply = mapping.handshake("POST", query, headers, payload)
+    if reply is not None:
+        return web.Response(status=reply.status, body=reply.body, content_type=reply.content_type)
+    try:
+        accepted, duplicates, ignored = await _accept(gw, mapping, payload, headers, query)
+    except StoreError as exc:
+        log.error("could not persist a delivery, asking the platform to retry: %s", exc)
+        return json_error(503, "store_unavailable", "the delivery could not be stored; retry later")
+    sync = mapping.sync_response(payload)
+    if sync is not None:
+        return web.Response(status=sync.status, body=sync.body, content_type=sync.content_type)
+    return web.Response(
+        body=jsonutil.dumps({"accepted": accepted, "duplicates": duplicates, "ignored": ignored}),
+        content_type="application/json",
+    )
+
+
+async def _accept(
+    gw: Any, mapping: CompiledMapping, payload: Any, headers: dict[str, str], query: dict[str, str]
+) -> tuple[int, int, int]:
+    items = mapping.split(payload, headers=headers, query=query)
+    now = gw.clock()
+    jobs: list[NewJob] = []
+    labels: list[tuple[str, str]] = []
+    ignored = 0
+    keep_ancestors = getattr(mapping.webhook, "needs_ancestors", False)
+    for item in items:
+        try:
+            routed = mapping.route_inbound(item)
+        except MappingRuntimeError as exc:
+            # Keep the event: the worker routes it again and, if it still fails, it becomes a
+            # dead letter that can be replayed once the mapping is fixed.
+            log.error("mapping failed on an event; queued for a dead letter: %s", exc)
+            record = InboundJob(
+                mapping.name, mapping.version, now, item.item,
+                item.parent if keep_ancestors else None,
+                item.delivery if keep_ancestors else None,
+                item.index, None, str(exc),
+            )
+            jobs.append(NewJob(thread_key(mapping.name, "?", uuid.uuid4().hex), record.encode(), None))
+            labels.append(("", "(mapping error)"))
+            continue
+        if isinstance(routed, Ignored):
+            ignored += 1
+            gw.metrics.ignored.labels(mapping.name, routed.route).inc()
+            continue
+        record = InboundJob(
+            mapping.name, mapping.version, now, item.item,
+            item.parent if keep_ancestors else None,
+            item.delivery if keep_ancestors else None,
+            item.index, routed,
+        )
+        jobs.append(
+            NewJob(
+                thread_key(mapping.name, routed.channel, routed.thread_id),
+                record.encode(),
+                routed.dedupe_key,
+            )
+        )
+        labels.append((routed.channel, routed.route))
+    if not jobs:
+        return 0, 0, ignored
+    fresh = await gw.store.enqueue(jobs, gw.settings.store.dedupe_ttl)
+    accepted = sum(1 for f in fresh if f)
+    duplicates = len(fresh) - accepted
+    if duplicates:
+        gw.metrics.duplicates.labels(mapping.name).inc(duplicates)
+    for (channel, route), new in zip(labels, fresh, strict=True):
+        if new:
+            gw.metrics.messages.labels(mapping.name, channel, route, "inbound", "accepted").inc()
+    return accepted, duplicates, ignored

@@ -1,0 +1,106 @@
+"""Run both listeners: start, reload on SIGHUP, shut down gracefully on SIGTERM/SIGINT.
+
+Graceful shutdown, in steps: stop accepting on both listeners; let requests in flight
+finish (up to `shutdown_timeout`); stop the queue workers after their current job (a
+job in hand is completed or left leased, so another instance or the next start redoes
+it); close clients; close the store (sqlite checkpoints its WAL on close).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway.app import GatewayApps, create_apps
+from gateway.clock import Clock, system_clock
+from gateway.edge import server_kwargs
+from gateway.settings import ListenerSettings, Settings
+from gateway.tls import server_context
+
+log = logging.getLogger("gateway.server")
+
+
+@dataclass
+class RunningGateway:
+    """Both listeners, started; `urls` are the bound addresses."""
+
+    apps: GatewayApps
+    runners: list[web.AppRunner] = field(default_factory=list)
+    urls: dict[str, str] = field(default_factory=dict)
+
+    async def stop(self, shutdown_timeout: float = 10.0) -> None:
+        # platform first (it depends on resources owned by the CXone app), then CXone
+        for runner in reversed(self.runners):
+            await runner.cleanup()
+        self.runners.clear()
+
+
+async def _start_listener(
+    app: web.Application, listener: ListenerSettings, shutdown_timeout: float
+) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout, access_log=None, **server_kwargs(listener))
+    await runner.setup()
+    ssl_ctx = server_context(listener.tls) if listener.tls else None
+    site = web.TCPSite(runner, listener.host, listener.port, ssl_context=ssl_ctx, reuse_address=True)
+    await site.start()
+    server = site._server  # the bound port is needed when port 0 was asked for
+    port = listener.port
+    if server is not None and getattr(server, "sockets", None):
+        port = server.sockets[0].getsockname()[1]
+    scheme = "https" if ssl_ctx else "http"
+    host = "127.0.0.1" if listener.host in ("0.0.0.0", "") else listener.host  # noqa: S104
+    return runner, f"{scheme}://{host}:{port}"
+
+
+async def start_gateway(
+    settings: Settings, *, clock: Clock = system_clock, shutdown_timeout: float = 10.0
+) -> RunningGateway:
+    """Start the CXone listener (which opens the resources), then the platform listener."""
+    apps = create_apps(settings, clock=clock)
+    running = RunningGateway(apps)
+    runner, url = await _start_listener(apps.cxone, settings.cxone_listener, shutdown_timeout)
+    running.runners.append(runner)
+    running.urls["cxone"] = url
+    try:
+        runner, url = await _start_listener(apps.platform, settings.platform_listener, shutdown_timeout)
+    except BaseException:
+        await running.stop()
+        raise
+    running.runners.append(runner)
+    running.urls["platform"] = url
+    return running
+
+
+async def serve(settings: Settings, *, pid_file: Path | None = None) -> None:
+    """Run until SIGTERM/SIGINT; SIGHUP reloads."""
+    running = await start_gateway(settings)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_hup() -> None:
+        loop.create_task(running.apps.gateway.reload())
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    if pid_file is not None:
+        pid_file.parent.mkdir(parents=True, exist_ok=True)
+        pid_file.write_text(f"{os.getpid()}\n")
+    log.info("listening: CXone side %s, platform side %s", running.urls["cxone"], running.urls["platform"])
+    try:
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await running.stop()
+        if pid_file is not None:
+            with contextlib.suppress(OSError):
+                pid_file.unlink()
