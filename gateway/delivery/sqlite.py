@@ -1,0 +1,457 @@
+"""Embedded store: one SQLite file in WAL mode, one connection on a dedicated thread.
+
+Durability: every write is one transaction committed before the coroutine returns.
+With `journal_mode=WAL` and `synchronous=NORMAL` a commit appends its pages to the WAL
+file with write(2) but does not fsync it (the WAL is fsynced at checkpoints). After
+write(2) returns, the data lives in the kernel's page cache, which survives the death
+of the process (crash, SIGKILL, OOM kill): the next open replays the WAL. Only an
+operating-system crash or power loss can drop the last commits (never corrupt the
+file). That is the guarantee a gateway process needs; machine-level durability is the
+job of the redis backend or of replicated storage.
+
+Concurrency: all SQL runs on one thread per store (the event loop never blocks);
+writers use `BEGIN IMMEDIATE`, so several stores or processes on one file serialise
+through SQLite's write lock (`busy_timeout` waits for it).
+
+Claiming is O(threads ready), not O(jobs): `threads` holds one row per non-empty
+thread with `ready_at` = the head's not_before or the end of its lease (indexed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from gateway.clock import Clock, system_clock
+from gateway.delivery.store import DeadLetter, Job, NewJob, Store, log, new_job_id
+from gateway.errors import StoreError
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_MS = 10_000
+PURGE_EVERY = 60.0  # seconds (injected clock) between purges of expired rows
+PURGE_BATCH = 5_000
+
+SCHEMA = """
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    thread_key TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    attempts BLOB NOT NULL DEFAULT '[]',
+    enqueued_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_thread ON jobs (thread_key, seq);
+CREATE TABLE IF NOT EXISTS threads (
+    thread_key TEXT PRIMARY KEY,
+    ready_at REAL NOT NULL,
+    owner TEXT,
+    leased_id TEXT
+);
+CREATE INDEX IF NOT EXISTS threads_by_ready ON threads (ready_at);
+CREATE TABLE IF NOT EXISTS dedupe (key TEXT PRIMARY KEY, expires_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS dedupe_by_expiry ON dedupe (expires_at);
+CREATE TABLE IF NOT EXISTS dead (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    thread_key TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    attempts BLOB NOT NULL,
+    failed_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS kv (
+    ns TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, expires_at REAL,
+    PRIMARY KEY (ns, key)
+);
+CREATE INDEX IF NOT EXISTS kv_by_expiry ON kv (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, token TEXT NOT NULL,
+                                  expires_at REAL NOT NULL);
+PRAGMA user_version = 1;
+COMMIT;
+"""
+
+# The two claim queries; both are index lookups (tested with EXPLAIN QUERY PLAN).
+READY_SQL = "SELECT thread_key FROM threads WHERE ready_at <= ? ORDER BY ready_at LIMIT ?"
+HEAD_SQL = (
+    "SELECT id, payload, attempts, enqueued_at FROM jobs WHERE thread_key = ? ORDER BY seq LIMIT 1"
+)
+_UNLEASE = "UPDATE threads SET ready_at = ?, owner = NULL, leased_id = NULL WHERE thread_key = ?"
+_DEAD = "SELECT id, thread_key, payload, reason, attempts, failed_at FROM dead"
+_LIVE_KV = (
+    "SELECT value FROM kv WHERE ns = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?)"
+)
+
+
+class SqliteStore(Store):
+    """SQLite backend; see the module docstring for durability and concurrency."""
+
+    backend = "sqlite"
+
+    def __init__(self, path: Path | str, clock: Clock = system_clock) -> None:
+        super().__init__(clock)
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._last_purge = float("-inf")
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    async def _run(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(conn)` on the store's thread; wrap every sqlite error."""
+        self._check_open()
+        conn, executor = self._conn, self._executor
+        assert conn is not None and executor is not None
+
+        def call() -> T:
+            try:
+                return fn(conn)
+            except sqlite3.Error as exc:
+                raise StoreError(f"sqlite store {self.path}: {what} failed: {exc}") from exc
+
+        return await asyncio.get_running_loop().run_in_executor(executor, call)
+
+    async def _write(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(conn)` inside one IMMEDIATE transaction (rolled back on error)."""
+
+        def tx(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+            return result
+
+        return await self._run(what, tx)
+
+    async def open(self) -> None:
+        if self._opened:
+            return
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+
+        def connect() -> sqlite3.Connection:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+            )
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise sqlite3.OperationalError(f"cannot switch to WAL (got {mode})")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.executescript(SCHEMA)
+            except BaseException:
+                conn.close()
+                raise
+            return conn
+
+        try:
+            self._conn = await asyncio.get_running_loop().run_in_executor(executor, connect)
+        except (sqlite3.Error, OSError) as exc:
+            executor.shutdown(wait=False)
+            raise StoreError(f"sqlite store {self.path}: cannot open: {exc}") from exc
+        self._executor = executor
+        self._opened = True
+
+    async def close(self) -> None:
+        if not self._opened:
+            return
+        conn, executor = self._conn, self._executor
+        self._opened = False
+        self._conn = self._executor = None
+        assert conn is not None and executor is not None
+        try:
+            await asyncio.get_running_loop().run_in_executor(executor, conn.close)
+        finally:
+            executor.shutdown(wait=True)
+
+    async def ping(self) -> None:
+        await self._run("ping", lambda c: c.execute("SELECT 1").fetchone())
+
+    def _maybe_purge(self, conn: sqlite3.Connection, now: float) -> None:
+        if now - self._last_purge < PURGE_EVERY:
+            return
+        self._last_purge = now
+        conn.execute(
+            "DELETE FROM dedupe WHERE rowid IN (SELECT rowid FROM dedupe WHERE expires_at <= ?"
+            " LIMIT ?)",
+            (now, PURGE_BATCH),
+        )
+        conn.execute(
+            "DELETE FROM kv WHERE rowid IN (SELECT rowid FROM kv WHERE expires_at IS NOT NULL"
+            " AND expires_at <= ? LIMIT ?)",
+            (now, PURGE_BATCH),
+        )
+        conn.execute("DELETE FROM locks WHERE expires_at <= ?", (now,))
+
+    # -- queue -------------------------------------------------------------------------
+
+    async def enqueue(self, jobs: Sequence[NewJob], dedupe_ttl: float) -> list[bool]:
+        if not jobs:
+            self._check_open()
+            return []
+
+        def tx(conn: sqlite3.Connection) -> list[bool]:
+            now = self._clock()
+            self._maybe_purge(conn, now)
+            results: list[bool] = []
+            for job in jobs:
+                if job.dedupe_key is not None:
+                    cur = conn.execute(
+                        "INSERT INTO dedupe (key, expires_at) VALUES (?, ?) ON CONFLICT (key)"
+                        " DO UPDATE SET expires_at = excluded.expires_at"
+                        " WHERE dedupe.expires_at <= ?",
+                        (job.dedupe_key, now + dedupe_ttl, now),
+                    )
+                    if cur.rowcount != 1:
+                        results.append(False)
+                        continue
+                _insert_job(conn, new_job_id(), job.thread_key, job.payload, now)
+                results.append(True)
+            return results
+
+        results = await self._write("enqueue", tx)
+        if any(results):
+            self._notify_work()
+        return results
+
+    async def claim(self, owner: str, limit: int, lease: float) -> list[Job]:
+        if limit <= 0:
+            self._check_open()
+            return []
+
+        def tx(conn: sqlite3.Connection) -> list[Job]:
+            now = self._clock()
+            ready = conn.execute(READY_SQL, (now, limit)).fetchall()
+            out: list[Job] = []
+            for (key,) in ready:
+                head = conn.execute(HEAD_SQL, (key,)).fetchone()
+                if head is None:  # cannot happen; repair rather than wedge
+                    conn.execute("DELETE FROM threads WHERE thread_key = ?", (key,))
+                    continue
+                conn.execute(
+                    "UPDATE threads SET ready_at = ?, owner = ?, leased_id = ?"
+                    " WHERE thread_key = ?",
+                    (now + lease, owner, head[0], key),
+                )
+                attempts = len(orjson.loads(head[2]))
+                out.append(Job(head[0], key, bytes(head[1]), attempts, head[3]))
+            return out
+
+        return await self._write("claim", tx)
+
+    @staticmethod
+    def _held(conn: sqlite3.Connection, job: Job, owner: str, op: str) -> bool:
+        row = conn.execute(
+            "SELECT owner, leased_id FROM threads WHERE thread_key = ?", (job.thread_key,)
+        ).fetchone()
+        if row is None or row[0] != owner or row[1] != job.id:
+            log.warning("%s ignored: %s no longer holds the lease on job %s", op, owner, job.id)
+            return False
+        return True
+
+    def _pop_head(self, conn: sqlite3.Connection, job: Job, now: float) -> bool:
+        """Delete the leased head; return True when its thread has more jobs."""
+        conn.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
+        more = conn.execute(
+            "SELECT 1 FROM jobs WHERE thread_key = ? LIMIT 1", (job.thread_key,)
+        ).fetchone()
+        if more is None:
+            conn.execute("DELETE FROM threads WHERE thread_key = ?", (job.thread_key,))
+            return False
+        conn.execute(_UNLEASE, (now, job.thread_key))
+        return True
+
+    async def complete(self, job: Job, owner: str) -> bool:
+        def tx(conn: sqlite3.Connection) -> tuple[bool, bool]:
+            if not self._held(conn, job, owner, "complete"):
+                return False, False
+            return True, self._pop_head(conn, job, self._clock())
+
+        done, more = await self._write("complete", tx)
+        if more:
+            self._notify_work()
+        return done
+
+    async def retry_later(
+        self, job: Job, owner: str, not_before: float, attempt: dict[str, Any]
+    ) -> bool:
+        record = orjson.dumps(attempt)
+
+        def tx(conn: sqlite3.Connection) -> bool:
+            if not self._held(conn, job, owner, "retry_later"):
+                return False
+            (log_,) = conn.execute("SELECT attempts FROM jobs WHERE id = ?", (job.id,)).fetchone()
+            conn.execute(
+                "UPDATE jobs SET attempts = ? WHERE id = ?", (_append(log_, record), job.id)
+            )
+            conn.execute(_UNLEASE, (not_before, job.thread_key))
+            return True
+
+        return await self._write("retry_later", tx)
+
+    async def dead_letter(self, job: Job, owner: str, reason: str, attempt: dict[str, Any]) -> bool:
+        record = orjson.dumps(attempt)
+
+        def tx(conn: sqlite3.Connection) -> tuple[bool, bool]:
+            if not self._held(conn, job, owner, "dead_letter"):
+                return False, False
+            now = self._clock()
+            row = conn.execute(
+                "SELECT thread_key, payload, attempts FROM jobs WHERE id = ?", (job.id,)
+            ).fetchone()
+            conn.execute(
+                "INSERT INTO dead (id, thread_key, payload, reason, attempts, failed_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (job.id, row[0], row[1], reason, _append(row[2], record), now),
+            )
+            return True, self._pop_head(conn, job, now)
+
+        done, more = await self._write("dead_letter", tx)
+        if more:
+            self._notify_work()
+        return done
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        sql, args = _DEAD + " ORDER BY seq DESC LIMIT ?", (max(limit, 0),)
+        rows = await self._run("dead_letters", lambda c: c.execute(sql, args).fetchall())
+        return [_dead(r) for r in rows]
+
+    async def get_dead(self, id: str) -> DeadLetter | None:
+        sql = _DEAD + " WHERE id = ?"
+        row = await self._run("get_dead", lambda c: c.execute(sql, (id,)).fetchone())
+        return None if row is None else _dead(row)
+
+    async def replay_dead(self, id: str) -> bool:
+        def tx(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT thread_key, payload FROM dead WHERE id = ?", (id,)
+            ).fetchone()
+            if row is None:
+                return False
+            conn.execute("DELETE FROM dead WHERE id = ?", (id,))
+            _insert_job(conn, id, row[0], row[1], self._clock())
+            return True
+
+        done = await self._write("replay_dead", tx)
+        if done:
+            self._notify_work()
+        return done
+
+    async def drop_dead(self, id: str) -> bool:
+        return await self._write(
+            "drop_dead", lambda c: c.execute("DELETE FROM dead WHERE id = ?", (id,)).rowcount == 1
+        )
+
+    async def depth(self) -> int:
+        return await self._count("jobs")
+
+    async def dead_count(self) -> int:
+        return await self._count("dead")
+
+    async def _count(self, table: str) -> int:
+        sql = f"SELECT count(*) FROM {table}"  # noqa: S608 (a constant table name)
+        return int(await self._run(f"count {table}", lambda c: c.execute(sql).fetchone()[0]))
+
+    # -- key-value and locks -------------------------------------------------------------
+
+    async def kv_get(self, ns: str, key: str) -> bytes | None:
+        row = await self._run(
+            "kv_get", lambda c: c.execute(_LIVE_KV, (ns, key, self._clock())).fetchone()
+        )
+        return None if row is None else bytes(row[0])
+
+    async def kv_set(self, ns: str, key: str, value: bytes, ttl: float | None) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            expires = None if ttl is None else self._clock() + ttl
+            conn.execute(
+                "INSERT OR REPLACE INTO kv (ns, key, value, expires_at) VALUES (?, ?, ?, ?)",
+                (ns, key, value, expires),
+            )
+
+        await self._write("kv_set", tx)
+
+    async def kv_add(self, ns: str, key: str, value: bytes, ttl: float | None) -> bool:
+        def tx(conn: sqlite3.Connection) -> bool:
+            now = self._clock()
+            expires = None if ttl is None else now + ttl
+            cur = conn.execute(
+                "INSERT INTO kv (ns, key, value, expires_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value,"
+                " expires_at = excluded.expires_at"
+                " WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= ?",
+                (ns, key, value, expires, now),
+            )
+            return cur.rowcount == 1
+
+        return await self._write("kv_add", tx)
+
+    async def kv_delete(self, ns: str, key: str) -> None:
+        await self._write(
+            "kv_delete", lambda c: c.execute("DELETE FROM kv WHERE ns = ? AND key = ?", (ns, key))
+        )
+
+    async def _lock_try(self, name: str, token: str, ttl: float) -> bool:
+        def tx(conn: sqlite3.Connection) -> bool:
+            now = self._clock()
+            cur = conn.execute(
+                "INSERT INTO locks (name, token, expires_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET token = excluded.token,"
+                " expires_at = excluded.expires_at WHERE locks.expires_at <= ?",
+                (name, token, now + ttl, now),
+            )
+            return cur.rowcount == 1
+
+        return await self._write("lock", tx)
+
+    async def _lock_release(self, name: str, token: str) -> None:
+        await self._write(
+            "unlock",
+            lambda c: c.execute("DELETE FROM locks WHERE name = ? AND token = ?", (name, token)),
+        )
+
+
+def _insert_job(
+    conn: sqlite3.Connection, id: str, thread_key: str, payload: bytes, now: float
+) -> None:
+    conn.execute(
+        "INSERT INTO jobs (id, thread_key, payload, enqueued_at) VALUES (?, ?, ?, ?)",
+        (id, thread_key, payload, now),
+    )
+    conn.execute(
+        "INSERT INTO threads (thread_key, ready_at) VALUES (?, ?)"
+        " ON CONFLICT (thread_key) DO NOTHING",
+        (thread_key, now),
+    )
+
+
+def _append(log_json: bytes | str, record: bytes) -> bytes:
+    """Append one JSON record to a JSON array text, without re-encoding the others."""
+    text = log_json.encode() if isinstance(log_json, str) else bytes(log_json)
+    if text.strip() == b"[]":
+        return b"[" + record + b"]"
+    return text.rstrip()[:-1] + b"," + record + b"]"
+
+
+def _dead(row: Sequence[Any]) -> DeadLetter:
+    return DeadLetter(
+        id=row[0],
+        thread_key=row[1],
+        payload=bytes(row[2]),
+        reason=row[3],
+        attempts=list(orjson.loads(row[4])),
+        failed_at=float(row[5]),
+    )

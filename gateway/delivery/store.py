@@ -1,0 +1,301 @@
+"""The durable state interface: job queue, dedupe keys, dead letters, key-value, locks.
+
+One abstract `Store`, three backends with identical semantics:
+
+- `MemoryStore` (gateway.delivery.memory): one process, nothing survives a restart; tests.
+- `SqliteStore` (gateway.delivery.sqlite): embedded default, one file, WAL.
+- `RedisStore` (gateway.delivery.redis_store): shared by several gateway instances.
+
+Queue semantics (every backend):
+
+- `enqueue` is atomic per call. A job whose `dedupe_key` was seen within `dedupe_ttl`
+  (also earlier in the same call, or by another instance) is skipped (False); jobs
+  without a key always enqueue. When it returns, the jobs are durable (per backend).
+- Jobs form FIFO queues per `thread_key`. `claim` hands out only the head job of each
+  thread whose `not_before` has passed and whose head is not under a live lease, and
+  leases it to `owner` until now + lease. Threads are handed out in parallel (also to
+  other instances and processes); one thread is strictly in order.
+- A lease that expires (its owner died) makes the head claimable again: delivery is
+  at-least-once. `Job.attempts` counts the attempts recorded with `retry_later`, not
+  redeliveries after a lost lease.
+- `complete`, `retry_later` and `dead_letter` act only while `owner` is still the lease
+  holder of that job (the lease may have run out as long as nobody claimed the job
+  since); otherwise they change nothing, log, and return False.
+- Owners must be unique per worker (e.g. "host:pid:worker-3").
+
+Times come from the injected clock (`gateway.clock`), so tests move time by hand.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+import secrets
+import uuid
+from collections.abc import Generator, Sequence
+from contextlib import AbstractAsyncContextManager, suppress
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from gateway.clock import Clock, system_clock
+from gateway.errors import StoreError
+
+if TYPE_CHECKING:
+    from gateway.settings import StoreSettings
+
+log = logging.getLogger("gateway.delivery.store")
+
+__all__ = ["DeadLetter", "Job", "LockHandle", "NewJob", "Store", "open_store"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """A claimed job: the head of its thread, leased to one owner."""
+
+    id: str
+    thread_key: str
+    payload: bytes
+    attempts: int
+    enqueued_at: float
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job to enqueue."""
+
+    thread_key: str
+    payload: bytes
+    dedupe_key: str | None = None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A job that failed for good, with every attempt record; replayable."""
+
+    id: str
+    thread_key: str
+    payload: bytes
+    reason: str
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    failed_at: float = 0.0
+
+
+def new_job_id() -> str:
+    """Return a fresh job id (32 hex characters)."""
+    return uuid.uuid4().hex
+
+
+class Store(abc.ABC):
+    """Durable state behind one interface; see the module docstring for the semantics."""
+
+    backend: str = "abstract"
+
+    def __init__(self, clock: Clock = system_clock) -> None:
+        self._clock = clock
+        self._work = asyncio.Event()
+        self._released = asyncio.Event()
+        self._opened = False
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect / create the schema; raise StoreError when the backend is unusable."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections; idempotent."""
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise StoreError when the backend does not answer."""
+
+    async def __aenter__(self) -> Store:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _check_open(self) -> None:
+        if not self._opened:
+            raise StoreError(f"{self.backend} store is not open")
+
+    # -- queue -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def enqueue(self, jobs: Sequence[NewJob], dedupe_ttl: float) -> list[bool]:
+        """Store every job whose dedupe key is unseen (or None); False for duplicates."""
+
+    @abc.abstractmethod
+    async def claim(self, owner: str, limit: int, lease: float) -> list[Job]:
+        """Lease up to `limit` claimable thread heads to `owner` for `lease` seconds."""
+
+    @abc.abstractmethod
+    async def complete(self, job: Job, owner: str) -> bool:
+        """Remove a finished job; False (nothing changed) if `owner` lost the lease."""
+
+    @abc.abstractmethod
+    async def retry_later(
+        self, job: Job, owner: str, not_before: float, attempt: dict[str, Any]
+    ) -> bool:
+        """Keep the job at its thread's head until `not_before`; record the attempt."""
+
+    @abc.abstractmethod
+    async def dead_letter(self, job: Job, owner: str, reason: str, attempt: dict[str, Any]) -> bool:
+        """Move the job to the dead letters; the next job of its thread may proceed."""
+
+    @abc.abstractmethod
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """Return dead letters, most recent first."""
+
+    @abc.abstractmethod
+    async def get_dead(self, id: str) -> DeadLetter | None:
+        """Return one dead letter."""
+
+    @abc.abstractmethod
+    async def replay_dead(self, id: str) -> bool:
+        """Re-enqueue a dead letter at the tail of its thread, attempts reset, no dedupe."""
+
+    @abc.abstractmethod
+    async def drop_dead(self, id: str) -> bool:
+        """Delete a dead letter."""
+
+    @abc.abstractmethod
+    async def depth(self) -> int:
+        """Return the number of unfinished jobs (leased ones included)."""
+
+    @abc.abstractmethod
+    async def dead_count(self) -> int:
+        """Return the number of dead letters."""
+
+    async def wait_for_work(self, timeout: float) -> None:  # noqa: ASYNC109 (contract)
+        """Return when this process enqueues or frees work, or after `timeout` seconds."""
+        if not self._work.is_set():
+            try:
+                await asyncio.wait_for(self._work.wait(), timeout)
+            except TimeoutError:
+                return
+        self._work.clear()
+
+    def _notify_work(self) -> None:
+        self._work.set()
+
+    # -- key-value -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def kv_get(self, ns: str, key: str) -> bytes | None:
+        """Return the live value, or None."""
+
+    @abc.abstractmethod
+    async def kv_set(self, ns: str, key: str, value: bytes, ttl: float | None) -> None:
+        """Set a value; `ttl` None keeps it forever."""
+
+    @abc.abstractmethod
+    async def kv_add(self, ns: str, key: str, value: bytes, ttl: float | None) -> bool:
+        """Set a value only if no live value exists; True when set."""
+
+    @abc.abstractmethod
+    async def kv_delete(self, ns: str, key: str) -> None:
+        """Delete a value (absent is fine)."""
+
+    # -- locks -----------------------------------------------------------------------
+
+    def lock(self, name: str, ttl: float) -> LockHandle:
+        """Return a cross-instance mutex context manager yielding True when acquired.
+
+        Acquisition waits up to `ttl` seconds (real time); the lock itself expires
+        `ttl` seconds (injected clock) after it was taken, so a dead holder cannot
+        block others for long. Both `async with store.lock(n, t) as ok` and
+        `async with await store.lock(n, t) as ok` work.
+        """
+        return LockHandle(self, name, ttl)
+
+    @abc.abstractmethod
+    async def _lock_try(self, name: str, token: str, ttl: float) -> bool:
+        """Take the lock if free or expired."""
+
+    @abc.abstractmethod
+    async def _lock_release(self, name: str, token: str) -> None:
+        """Release the lock if `token` still holds it."""
+
+    def _notify_released(self) -> None:
+        event, self._released = self._released, asyncio.Event()
+        event.set()
+
+
+class LockHandle(AbstractAsyncContextManager[bool]):
+    """The context manager returned by `Store.lock`."""
+
+    def __init__(self, store: Store, name: str, ttl: float) -> None:
+        self._store = store
+        self._name = name
+        self._ttl = ttl
+        self._token: str | None = None
+
+    def __await__(self) -> Generator[Any, None, LockHandle]:
+        return self._self().__await__()
+
+    async def _self(self) -> LockHandle:
+        return self
+
+    async def __aenter__(self) -> bool:
+        store = self._store
+        token = secrets.token_hex(16)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._ttl
+        pause = 0.01
+        while True:
+            released = store._released  # taken before trying: no lost wake-up
+            if await store._lock_try(self._name, token, self._ttl):
+                self._token = token
+                return True
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            # Local releases wake us at once; other processes' releases are polled.
+            with suppress(TimeoutError):
+                await asyncio.wait_for(released.wait(), min(pause, remaining))
+            pause = min(pause * 2, 0.25)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        token, self._token = self._token, None
+        if token is None:
+            return
+        try:
+            await self._store._lock_release(self._name, token)
+        except StoreError as err:  # the lock expires on its own; do not mask the body
+            log.warning("could not release lock %r: %s", self._name, err)
+        finally:
+            self._store._notify_released()
+
+
+def open_store(settings: StoreSettings, clock: Clock = system_clock) -> Store:
+    """Build the configured backend (not yet opened: `await store.open()`)."""
+    if settings.backend == "memory":
+        from gateway.delivery.memory import MemoryStore
+
+        return MemoryStore(clock=clock)
+    if settings.backend == "sqlite":
+        from gateway.delivery.sqlite import SqliteStore
+
+        return SqliteStore(settings.path, clock=clock)
+    if settings.backend == "redis":
+        from gateway.delivery.redis_store import RedisStore
+
+        if settings.url is None:
+            raise StoreError("store backend 'redis' needs store.url (redis://...)")
+        return RedisStore(settings.url, prefix=settings.prefix, clock=clock)
+    raise StoreError(f"unknown store backend {settings.backend!r}")
