@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
-from test_store_contract import REDIS_URL, cleanup_redis, redis_available
+from tests.test_store_contract import REDIS_URL, cleanup_redis, redis_available
 
 from gateway.clock import FakeClock
 from gateway.delivery.memory import MemoryStore

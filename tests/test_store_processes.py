@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from test_store_contract import REDIS_URL, cleanup_redis, redis_available
+from tests.test_store_contract import REDIS_URL, cleanup_redis, redis_available
 
 from gateway.clock import FakeClock
 from gateway.delivery.redis_store import RedisStore

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from test_store_contract import REDIS_URL, cleanup_redis, redis_available
+from tests.test_store_contract import REDIS_URL, cleanup_redis, redis_available
 
 from gateway.delivery.redis_store import RedisStore
 from gateway.delivery.store import NewJob
