@@ -1,0 +1,340 @@
+"""The hardened HTTP edge: who may call, how much they may send, and how slowly.
+
+Limits, from the socket inwards (each listener has its own `ListenerSettings`):
+
+1. aiohttp's protocol layer (`server_kwargs`): request line and header sizes, header
+   count, and `keepalive_timeout`, which closes a connection that has not delivered a
+   complete request head in time (idle keep-alive and slow-header drips alike).
+2. Middlewares, outermost first (`edge_middlewares` builds them in this order):
+   `ip_allow_middleware` (allow-list, X-Forwarded-For only from trusted proxies),
+   `peer_subjects_middleware` (mTLS: accepted certificate names),
+   `read_timeout_middleware` (a deadline for reading the body). They answer with
+   JSON errors themselves, so their place relative to the error middleware is free.
+3. Handlers read bodies with `read_body_limited`: size limit on the wire and after
+   decompression, the deadline above (slow drip -> 408), gzip/deflate only (-> 415).
+   `check_json_depth` bounds nesting after parsing.
+
+Every factory takes either a value or a zero-argument callable returning the current
+value, so a reload that swaps settings takes effect without rebuilding the app.
+Error bodies are `{"error": code, "message": ...}` and never echo the input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ipaddress
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeAlias, TypeVar
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from gateway.errors import (
+    BadRequest,
+    ConfigError,
+    Forbidden,
+    PayloadTooLarge,
+    Problem,
+    RequestError,
+)
+from gateway.http_errors import json_error
+from gateway.settings import ListenerSettings
+from gateway.tls import check_peer
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Protocol limits (aiohttp's own defaults, made explicit): a longer request line or
+# header line gives 400, and so do more headers than MAX_HEADERS.
+MAX_LINE_SIZE = 8190
+MAX_FIELD_SIZE = 8190
+MAX_HEADERS = 100
+# After an early error response, read and drop the rest of a body this long at most, so
+# the caller sees the response instead of a reset.
+LINGERING_TIME = 2.0
+# Bound on a body read when no listener deadline is set (read_timeout_middleware).
+DEFAULT_READ_TIMEOUT = 10.0
+
+_BODY = web.RequestKey("edge_body", bytes)
+_DEADLINE = web.RequestKey("edge_body_deadline", float)
+
+T = TypeVar("T")
+Provider: TypeAlias = T | Callable[[], T]  # a value, or how to get the current one
+
+
+class UnsupportedEncoding(RequestError):
+    """415: a Content-Encoding other than gzip, deflate or identity."""
+
+    status = 415
+    code = "unsupported_encoding"
+
+
+class RequestTimeout(RequestError):
+    """408: the body did not arrive within the listener's read timeout."""
+
+    status = 408
+    code = "request_timeout"
+
+
+def _getter(value: Provider[T]) -> Callable[[], T]:
+    if callable(value):
+        return value
+    return lambda: value
+
+
+# --- client address and allow-list -----------------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def parse_networks(cidrs: tuple[str, ...], setting: str = "allow") -> tuple[IPNetwork, ...]:
+    """Parse CIDRs (a bare address is a /32 or /128); ConfigError names the bad entry."""
+    out = []
+    for i, cidr in enumerate(cidrs):
+        try:
+            out.append(ipaddress.ip_network(cidr.strip(), strict=False))
+        except ValueError:
+            raise ConfigError(
+                Problem("", f"{setting}/{i}", f"{cidr!r} is not an IP network", "write 10.0.0.0/8")
+            ) from None
+    return tuple(out)
+
+
+def _parse_ip(text: str) -> IPAddress | None:
+    text = text.strip()
+    if text.startswith("["):  # [v6]:port
+        text = text[1 : text.find("]")]
+    elif text.count(":") == 1:  # v4:port
+        text = text.partition(":")[0]
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped  # a dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d
+    return addr
+
+
+def _within(addr: IPAddress, networks: Iterable[IPNetwork]) -> bool:
+    return any(addr.version == net.version and addr in net for net in networks)
+
+
+def client_ip(request: web.BaseRequest, trusted_proxies: Sequence[str]) -> IPAddress | None:
+    """The caller's address: the socket peer, or the right-most untrusted X-Forwarded-For hop.
+
+    X-Forwarded-For is read only when the socket peer is a trusted proxy; hops added by
+    trusted proxies are skipped from the right. None when unknown (fail closed).
+    """
+    transport = request.transport
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    addr = _parse_ip(str(peer[0])) if isinstance(peer, tuple) and peer else None
+    trusted = parse_networks(tuple(trusted_proxies), "trusted_proxies")
+    if addr is None or not _within(addr, trusted):
+        return addr
+    hops = [h for line in request.headers.getall("X-Forwarded-For", ()) for h in line.split(",")]
+    for hop in reversed([h for h in hops if h.strip()]):
+        hop_addr = _parse_ip(hop)
+        if hop_addr is None:
+            return None  # a trusted proxy wrote junk: trust nothing further left
+        addr = hop_addr
+        if not _within(addr, trusted):
+            return addr
+    return addr  # every hop is a trusted proxy: the left-most one is the caller
+
+
+def ip_allow_middleware(
+    cidrs: Provider[Sequence[str]], trusted_proxies: Provider[Sequence[str]] = ()
+) -> Middleware:
+    """Refuse (403) callers outside `cidrs`; an empty list lets everyone in."""
+    get_cidrs, get_proxies = _getter(cidrs), _getter(trusted_proxies)
+    parse_networks(tuple(get_cidrs()))  # a typo fails at start, not on the first request
+    parse_networks(tuple(get_proxies()), "trusted_proxies")
+
+    @web.middleware
+    async def ip_allow(request: web.Request, handler: Handler) -> web.StreamResponse:
+        allowed = parse_networks(tuple(get_cidrs()))
+        if allowed:
+            addr = client_ip(request, get_proxies())
+            if addr is None or not _within(addr, allowed):
+                return json_error(403, "forbidden", "this client address is not allowed")
+        return await handler(request)
+
+    return ip_allow
+
+
+def peer_subjects_middleware(allowed: Provider[Sequence[str]]) -> Middleware:
+    """Refuse (403) a client certificate whose CN and DNS/URI SANs are all outside `allowed`."""
+    get_allowed = _getter(allowed)
+
+    @web.middleware
+    async def peer_subjects(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            check_peer(request, get_allowed())
+        except Forbidden as exc:
+            return json_error(exc.status, exc.code, exc.message)
+        return await handler(request)
+
+    return peer_subjects
+
+
+def read_timeout_middleware(read_timeout: Provider[float]) -> Middleware:
+    """Give the body read a deadline, `read_timeout` seconds from now (see read_body_limited)."""
+    get_timeout = _getter(read_timeout)
+
+    @web.middleware
+    async def read_deadline(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request[_DEADLINE] = asyncio.get_running_loop().time() + get_timeout()
+        return await handler(request)
+
+    return read_deadline
+
+
+def edge_middlewares(listener: Provider[ListenerSettings]) -> list[Middleware]:
+    """The edge middlewares of one listener, outermost first."""
+    get = _getter(listener)
+
+    def subjects() -> Sequence[str]:
+        tls = get().tls
+        return tls.client_subjects if tls is not None and tls.client_ca is not None else ()
+
+    return [
+        ip_allow_middleware(lambda: get().allow, lambda: get().trusted_proxies),
+        peer_subjects_middleware(subjects),
+        read_timeout_middleware(lambda: get().read_timeout),
+    ]
+
+
+# --- bodies ----------------------------------------------------------------------------
+
+
+class _Inflater:
+    """Incremental gzip/deflate decoding that never produces more than the limit (+1)."""
+
+    def __init__(self, encoding: str) -> None:
+        self._gzip = encoding == "gzip"
+        self._z: Any = None
+        self._head = b""
+
+    def _start(self, data: bytes) -> None:
+        if self._gzip:
+            wbits = 16 + zlib.MAX_WBITS
+        else:  # HTTP "deflate" is zlib-wrapped, but some clients send raw deflate
+            cmf, flg = data[0], data[1]
+            zlib_wrapped = cmf & 0x0F == 8 and (cmf << 8 | flg) % 31 == 0
+            wbits = zlib.MAX_WBITS if zlib_wrapped else -zlib.MAX_WBITS
+        self._z = zlib.decompressobj(wbits)
+
+    def feed(self, data: bytes, out: bytearray, limit: int) -> None:
+        if self._z is None:
+            self._head += data
+            if len(self._head) < 2:
+                return
+            self._start(self._head)
+            data, self._head = self._head, b""
+        while data:
+            if self._z.eof:
+                raise BadRequest("data follows the end of the compressed body", code="bad_body")
+            try:
+                out += self._z.decompress(data, limit - len(out) + 1)
+            except zlib.error:
+                raise BadRequest("the compressed body is corrupt", code="bad_encoding") from None
+            if len(out) > limit:
+                raise PayloadTooLarge(f"the decompressed body is larger than {limit} bytes")
+            data = self._z.unconsumed_tail or self._z.unused_data
+
+    def finish(self) -> None:
+        if self._z is None or not self._z.eof:
+            raise BadRequest("the compressed body is truncated", code="bad_encoding")
+
+
+def _inflater(header: str | None) -> _Inflater | None:
+    codings = [c.strip().lower() for c in (header or "").split(",")]
+    codings = [c for c in codings if c and c != "identity"]
+    if not codings:
+        return None
+    if len(codings) == 1 and codings[0] in ("gzip", "x-gzip", "deflate"):
+        return _Inflater("deflate" if codings[0] == "deflate" else "gzip")
+    raise UnsupportedEncoding("only gzip or deflate content encoding is accepted")
+
+
+async def _stream(request: web.BaseRequest, max_bytes: int, inflater: _Inflater | None) -> bytes:
+    out = bytearray()
+    wire = 0
+    async for chunk in request.content.iter_any():
+        wire += len(chunk)
+        if wire > max_bytes:
+            raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
+        if inflater is None:
+            out += chunk
+        else:
+            inflater.feed(chunk, out, max_bytes)
+    if inflater is not None and wire:
+        inflater.finish()
+    return bytes(out)
+
+
+async def read_body_limited(request: web.BaseRequest, max_bytes: int) -> bytes:
+    """Read the whole body, decompressed, refusing more than `max_bytes` (413).
+
+    The read must end by the deadline `read_timeout_middleware` set (without it, within
+    DEFAULT_READ_TIMEOUT seconds): a slow drip gets 408. Expects the
+    server to run with `auto_decompress=False` (see `server_kwargs`). The body is kept,
+    so a second call returns it again.
+    """
+    kept: bytes | None = request.get(_BODY)
+    if kept is not None:
+        if len(kept) > max_bytes:
+            raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
+        return kept
+    inflater = _inflater(request.headers.get("Content-Encoding"))
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
+    deadline = request.get(_DEADLINE)
+    if deadline is None:
+        deadline = asyncio.get_running_loop().time() + DEFAULT_READ_TIMEOUT
+    try:
+        async with asyncio.timeout_at(deadline):
+            body = await _stream(request, max_bytes, inflater)
+    except TimeoutError:
+        raise RequestTimeout("the request body did not arrive in time") from None
+    except web.RequestPayloadError:
+        raise BadRequest("the request body is malformed", code="bad_body") from None
+    request[_BODY] = body
+    return body
+
+
+def check_json_depth(value: Any, max_depth: int) -> None:
+    """Raise BadRequest when objects/arrays nest deeper than `max_depth` (top level is 1)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > max_depth:
+            raise BadRequest(f"the JSON body nests deeper than {max_depth}", code="too_deep")
+        stack.extend((child, depth + 1) for child in children)
+
+
+# --- server --------------------------------------------------------------------------
+
+
+def server_kwargs(listener: ListenerSettings) -> dict[str, Any]:
+    """Keyword arguments for `web.AppRunner` / `web.Server` hardening one listener."""
+    return {
+        # a caller that hangs up cancels its handler instead of leaving work behind
+        "handler_cancellation": True,
+        # idle keep-alive connections, and connections that have not sent a complete
+        # request head (slow headers), are closed after this long
+        "keepalive_timeout": listener.read_timeout,
+        "max_line_size": MAX_LINE_SIZE,
+        "max_field_size": MAX_FIELD_SIZE,
+        "max_headers": MAX_HEADERS,
+        "lingering_time": LINGERING_TIME,
+        # bodies are decompressed by read_body_limited, under its size limit
+        "auto_decompress": False,
+    }
