@@ -3,7 +3,7 @@
 Middleware order (outermost first), on both listeners:
   1. request_context  - request id, access metrics (sees every final status)
   2. error_middleware - every failure becomes a JSON body; nothing leaks
-  3. ip allow-list    - when the listener has one (403 before any work)
+  3. edge             - IP allow-list (403 before any work), mTLS peer names, body read deadline
 
 Resources are opened by cleanup contexts on the CXone-facing app, in this order and
 closed in reverse: configuration (routing), store, HTTP clients, workers.
@@ -27,7 +27,7 @@ from gateway.cxone.client import CxoneClient
 from gateway.cxone.tokens import FailureThrottle
 from gateway.delivery.store import open_store
 from gateway.delivery.worker import Workers
-from gateway.edge import ip_allow_middleware
+from gateway.edge import edge_middlewares
 from gateway.http import make_session
 from gateway.http_errors import error_middleware
 from gateway.keys import GATEWAY, LISTENER
@@ -78,11 +78,10 @@ def _request_context(listener: str) -> Callable[[web.Request, Handler], Awaitabl
     return middleware
 
 
-def _middlewares(listener: str, settings: ListenerSettings) -> list[Callable[..., Awaitable[web.StreamResponse]]]:
-    chain = [_request_context(listener), error_middleware]
-    if settings.allow:
-        chain.append(ip_allow_middleware(settings.allow, settings.trusted_proxies))
-    return chain
+def _middlewares(
+    listener: str, settings: Callable[[], ListenerSettings]
+) -> list[Callable[..., Awaitable[web.StreamResponse]]]:
+    return [_request_context(listener), error_middleware, *edge_middlewares(settings)]
 
 
 def create_apps(settings: Settings, *, clock: Clock = system_clock) -> GatewayApps:
@@ -90,7 +89,7 @@ def create_apps(settings: Settings, *, clock: Clock = system_clock) -> GatewayAp
     gateway = Gateway(settings, clock=clock, metrics=create_metrics())
 
     cxone_app = web.Application(
-        middlewares=_middlewares("cxone", settings.cxone_listener),
+        middlewares=_middlewares("cxone", lambda: gateway.settings.cxone_listener),
         client_max_size=settings.cxone_listener.max_body_bytes,
     )
     cxone_app[GATEWAY] = gateway
@@ -100,7 +99,7 @@ def create_apps(settings: Settings, *, clock: Clock = system_clock) -> GatewayAp
     cxone_app.cleanup_ctx.extend([_routing_ctx, _store_ctx, _clients_ctx, _workers_ctx])
 
     platform_app = web.Application(
-        middlewares=_middlewares("platform", settings.platform_listener),
+        middlewares=_middlewares("platform", lambda: gateway.settings.platform_listener),
         client_max_size=settings.platform_listener.max_body_bytes,
     )
     platform_app[GATEWAY] = gateway

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from gateway import jsonutil
 from gateway.delivery.worker import THREAD_CHANNEL_NS
+from gateway.edge import read_body_limited
 from gateway.errors import BadRequest, NotFound, RequestError
 from gateway.keys import GATEWAY
 from gateway.mapping import OutboundContext, PlatformResponse
@@ -119,18 +120,11 @@ def _authenticate(request: web.Request) -> IntegrationSettings:
 
 
 async def _read(request: web.Request, limit: int) -> bytes:
-    if request.content_length is not None and request.content_length > limit:
-        raise RequestError("the body is too large", code="payload_too_large") from None
-    try:
-        return await request.content.read(limit + 1) if request.body_exists else b""
-    finally:
-        pass
+    return await read_body_limited(request, min(limit, request.app[GATEWAY].settings.cxone_listener.max_body_bytes))
 
 
 async def _json_body(request: web.Request) -> Any:
     raw = await _read(request, _MAX_BODY)
-    if len(raw) > _MAX_BODY:
-        raise RequestError("the body is too large", code="payload_too_large")
     if not raw.strip():
         raise BadRequest("a JSON body is required", code="invalid_json")
     body = jsonutil.loads(raw)

@@ -20,7 +20,7 @@ from gateway.edge import read_body_limited
 from gateway.errors import MappingRuntimeError, NotFound, StoreError
 from gateway.http_errors import json_error
 from gateway.keys import GATEWAY
-from gateway.mapping import CompiledMapping, Ignored
+from gateway.mapping import CompiledMapping, HandshakeReply, Ignored
 
 log = logging.getLogger("gateway.webhook")
 
@@ -50,23 +50,19 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
         reply = mapping.handshake("GET", query, headers, None)
         if reply is None:
             raise web.HTTPMethodNotAllowed("GET", ["POST"])
-        return web.Response(status=reply.status, body=reply.body, content_type=reply.content_type)
+        return _reply(reply)
     if request.method != "POST":
         raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
-    limit = min(mapping.webhook.max_body_bytes, gw.settings.platform_listener.max_body_bytes)
+    limit = gw.settings.platform_listener.max_body_bytes
+    if mapping.webhook.max_body_bytes:
+        limit = min(limit, mapping.webhook.max_body_bytes)
     raw = await read_body_limited(request, limit)
-    content_type = request.headers.get("Content-Type")
-    if mapping.webhook.format == "form":
-        # form signatures (Twilio style) sign the parameters: parsing a form is inert
-        payload = mapping.parse_body(raw, content_type)
-        routing.verifiers[mapping.name].verify(raw, headers, public_url(request), payload)
-    else:
-        # verify the raw bytes before parsing anything
-        routing.verifiers[mapping.name].verify(raw, headers, public_url(request), None)
-        payload = mapping.parse_body(raw, content_type)
+    # verify the raw bytes before parsing anything (form schemes parse the raw form themselves)
+    routing.verifiers[mapping.name].verify(raw, headers, public_url(request), None)
+    payload = mapping.parse_body(raw, request.headers.get("Content-Type"))
     reply = mapping.handshake("POST", query, headers, payload)
     if reply is not None:
-        return web.Response(status=reply.status, body=reply.body, content_type=reply.content_type)
+        return _reply(reply)
     try:
         accepted, duplicates, ignored = await _accept(gw, mapping, payload, headers, query)
     except StoreError as exc:
@@ -74,11 +70,15 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
         return json_error(503, "store_unavailable", "the delivery could not be stored; retry later")
     sync = mapping.sync_response(payload)
     if sync is not None:
-        return web.Response(status=sync.status, body=sync.body, content_type=sync.content_type)
+        return _reply(sync)
     return web.Response(
         body=jsonutil.dumps({"accepted": accepted, "duplicates": duplicates, "ignored": ignored}),
         content_type="application/json",
     )
+
+
+def _reply(reply: HandshakeReply) -> web.Response:
+    return web.Response(status=reply.status, body=reply.body, headers={"Content-Type": reply.content_type})
 
 
 async def _accept(
