@@ -64,10 +64,13 @@ def require_admin(request: web.Request) -> None:
     gw = request.app[GATEWAY]
     token = gw.settings.admin_token
     auth = request.headers.get("Authorization", "")
-    given = auth[7:].strip() if auth[:7].lower() == "bearer " else request.cookies.get("byoc_admin", "")
+    given = (
+        auth[7:].strip() if auth[:7].lower() == "bearer " else request.cookies.get("byoc_admin", "")
+    )
     if token is None or not given or not token.matches(given):
         raise Unauthorized(
-            "the admin token is required", code="unauthorized",
+            "the admin token is required",
+            code="unauthorized",
             headers={"WWW-Authenticate": 'Bearer realm="byoc-gateway-admin"'},
         )
 

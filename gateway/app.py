@@ -52,7 +52,9 @@ class GatewayApps:
     platform: web.Application
 
 
-def _request_context(listener: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def _request_context(
+    listener: str,
+) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         incoming = request.headers.get("X-Request-Id", "")

@@ -33,11 +33,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--pid-file", type=Path, default=None, help="write the PID here (for `reload`)")
 
     c = sub.add_parser("check", help="validate mappings and gateway.yaml; run inline tests")
-    c.add_argument("paths", nargs="*", type=Path, help="mapping files or directories (default: mappings/)")
+    c.add_argument(
+        "paths", nargs="*", type=Path, help="mapping files or directories (default: mappings/)"
+    )
     c.add_argument("--config", "-c", type=Path, default=None, help="also check this gateway.yaml")
     c.add_argument("--format", choices=["text", "json"], default="text")
     c.add_argument(
-        "--no-secrets", action="store_true",
+        "--no-secrets",
+        action="store_true",
         help="only check that secrets are referenced, not that they are set",
     )
 
@@ -50,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=0)
 
-    sb = sub.add_parser("sandbox", help="gateway + simulated CXone + simulated Watering Hole, with a page")
+    sb = sub.add_parser(
+        "sandbox", help="gateway + simulated CXone + simulated Watering Hole, with a page"
+    )
     sb.add_argument("--host", default="127.0.0.1")
     sb.add_argument("--port", type=int, default=8000, help="port of the sandbox page")
     sb.add_argument("--mappings", type=Path, default=None)
@@ -106,11 +111,18 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     configure_logging(settings.logging.level, settings.logging.format)
+    pid_file: Path | None = args.pid_file
+    if pid_file is not None:
+        pid_file.parent.mkdir(parents=True, exist_ok=True)
+        pid_file.write_text(f"{os.getpid()}\n")
     try:
-        asyncio.run(serve(settings, pid_file=args.pid_file))
+        asyncio.run(serve(settings))
     except OSError as exc:
         print(f"error: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_START
+    finally:
+        if pid_file is not None:
+            pid_file.unlink(missing_ok=True)
     return EXIT_OK
 
 

@@ -97,7 +97,9 @@ def _describe(err: ValidationError) -> tuple[str, str, str]:
     if err.validator == "additionalProperties":
         schema = err.schema if isinstance(err.schema, dict) else {}
         allowed = sorted((schema.get("properties") or {}).keys())
-        extra = [k for k in err.instance if k not in allowed] if isinstance(err.instance, dict) else []
+        extra = (
+            [k for k in err.instance if k not in allowed] if isinstance(err.instance, dict) else []
+        )
         key = extra[0] if extra else "?"
         close = difflib.get_close_matches(str(key), allowed, n=1)
         fix = f"did you mean {close[0]!r}?" if close else f"allowed keys: {', '.join(allowed)}"

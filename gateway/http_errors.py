@@ -18,7 +18,9 @@ log = logging.getLogger("gateway.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+def json_error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
     """Build a JSON error response."""
     return web.Response(
         status=status,
@@ -56,7 +58,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except UpstreamUnavailable as exc:
         headers = {"Retry-After": str(int(exc.retry_after))} if exc.retry_after else None
         return json_error(
-            503, "platform_unavailable", f"{exc.upstream} did not accept the request in time", headers
+            503,
+            "platform_unavailable",
+            f"{exc.upstream} did not accept the request in time",
+            headers,
         )
     except web.HTTPException as exc:
         if exc.status < 400:

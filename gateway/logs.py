@@ -16,7 +16,15 @@ from gateway.secrets import REDACTOR
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
-_CONTEXT_FIELDS = ("mapping", "channel", "route", "cxone_id", "platform_id", "outcome", "duration_ms")
+_CONTEXT_FIELDS = (
+    "mapping",
+    "channel",
+    "route",
+    "cxone_id",
+    "platform_id",
+    "outcome",
+    "duration_ms",
+)
 
 
 class JsonFormatter(logging.Formatter):
@@ -53,7 +61,9 @@ def configure_logging(level: str = "INFO", fmt: str = "json", stream: Any = None
     """Install one handler on the root logger (idempotent)."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(
-        JsonFormatter() if fmt == "json" else TextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+        JsonFormatter()
+        if fmt == "json"
+        else TextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s")
     )
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -42,7 +42,10 @@ def create_metrics() -> Metrics:
     return Metrics(
         registry=r,
         requests=Counter(
-            "byoc_http_requests", "HTTP requests served", ["listener", "endpoint", "status"], registry=r
+            "byoc_http_requests",
+            "HTTP requests served",
+            ["listener", "endpoint", "status"],
+            registry=r,
         ),
         messages=Counter(
             "byoc_messages",
@@ -51,7 +54,10 @@ def create_metrics() -> Metrics:
             registry=r,
         ),
         ignored=Counter(
-            "byoc_events_ignored", "Webhook events acknowledged and ignored", ["mapping", "route"], registry=r
+            "byoc_events_ignored",
+            "Webhook events acknowledged and ignored",
+            ["mapping", "route"],
+            registry=r,
         ),
         duplicates=Counter(
             "byoc_events_duplicate", "Webhook events dropped as duplicates", ["mapping"], registry=r
@@ -63,7 +69,9 @@ def create_metrics() -> Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         ),
-        retries=Counter("byoc_retries", "Retried upstream calls", ["upstream", "reason"], registry=r),
+        retries=Counter(
+            "byoc_retries", "Retried upstream calls", ["upstream", "reason"], registry=r
+        ),
         dead_letters=Counter(
             "byoc_dead_letters", "Messages moved to dead letters", ["mapping", "reason"], registry=r
         ),

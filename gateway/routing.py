@@ -66,21 +66,32 @@ def build_routing(
             m = mappings.get(ch.mapping)
             if m is None:
                 problems.append(
-                    Problem(source, where + "/mapping", f"no mapping named {ch.mapping!r}",
-                            f"known mappings: {', '.join(sorted(mappings)) or 'none'}")
+                    Problem(
+                        source,
+                        where + "/mapping",
+                        f"no mapping named {ch.mapping!r}",
+                        f"known mappings: {', '.join(sorted(mappings)) or 'none'}",
+                    )
                 )
                 continue
             if ch.role not in m.channels:
                 problems.append(
-                    Problem(source, where + "/role",
-                            f"mapping {ch.mapping!r} has no channel {ch.role!r}",
-                            f"use one of: {', '.join(sorted(m.channels))}")
+                    Problem(
+                        source,
+                        where + "/role",
+                        f"mapping {ch.mapping!r} has no channel {ch.role!r}",
+                        f"use one of: {', '.join(sorted(m.channels))}",
+                    )
                 )
                 continue
             if (ch.mapping, ch.role) in channel_ids:
                 problems.append(
-                    Problem(source, where, f"{ch.mapping}/{ch.role} is bound to two CXone channels",
-                            "bind each mapping channel once")
+                    Problem(
+                        source,
+                        where,
+                        f"{ch.mapping}/{ch.role} is bound to two CXone channels",
+                        "bind each mapping channel once",
+                    )
                 )
             bindings[ch.id] = (integ, ch)
             channel_ids[(ch.mapping, ch.role)] = ch.id

@@ -94,7 +94,9 @@ class Gateway:
                     load_routing, self.settings, generation, reread_settings=True
                 )
             except ConfigError as exc:
-                result = ReloadResult(generation, False, time.time(), errors=[str(p) for p in exc.problems])
+                result = ReloadResult(
+                    generation, False, time.time(), errors=[str(p) for p in exc.problems]
+                )
                 self.metrics.reloads.labels("error").inc()
                 for line in result.errors:
                     log.error("reload failed, keeping the running configuration: %s", line)
@@ -107,7 +109,8 @@ class Gateway:
                 result = ReloadResult(generation, True, time.time(), routing.files)
                 self.metrics.reloads.labels("ok").inc()
                 log.info(
-                    "reloaded generation %d: %s", generation,
+                    "reloaded generation %d: %s",
+                    generation,
                     ", ".join(f"{m.name}@{m.version}" for m in routing.mappings.values()),
                 )
             self.last_reload = result

@@ -192,7 +192,12 @@ def resolve_tree(
     if isinstance(tree, list):
         return [
             resolve_tree(
-                v, file=file, env=env, base_dir=base_dir, problems=problems, pointer=f"{pointer}/{i}"
+                v,
+                file=file,
+                env=env,
+                base_dir=base_dir,
+                problems=problems,
+                pointer=f"{pointer}/{i}",
             )
             for i, v in enumerate(tree)
         ]

@@ -9,12 +9,9 @@ it); close clients; close the store (sqlite checkpoints its WAL on close).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import signal
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from aiohttp import web
 
@@ -42,20 +39,31 @@ class RunningGateway:
         self.runners.clear()
 
 
+def bound_port(site: web.TCPSite) -> int | None:
+    """The port a site listens on (needed when port 0 was asked for)."""
+    server = site._server
+    sockets = getattr(server, "sockets", None)
+    if not sockets:
+        return None
+    port: int = sockets[0].getsockname()[1]
+    return port
+
+
 async def _start_listener(
     app: web.Application, listener: ListenerSettings, shutdown_timeout: float
 ) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout, access_log=None, **server_kwargs(listener))
+    runner = web.AppRunner(
+        app, shutdown_timeout=shutdown_timeout, access_log=None, **server_kwargs(listener)
+    )
     await runner.setup()
     ssl_ctx = server_context(listener.tls) if listener.tls else None
-    site = web.TCPSite(runner, listener.host, listener.port, ssl_context=ssl_ctx, reuse_address=True)
+    site = web.TCPSite(
+        runner, listener.host, listener.port, ssl_context=ssl_ctx, reuse_address=True
+    )
     await site.start()
-    server = site._server  # the bound port is needed when port 0 was asked for
-    port = listener.port
-    if server is not None and getattr(server, "sockets", None):
-        port = server.sockets[0].getsockname()[1]
+    port = bound_port(site) or listener.port
     scheme = "https" if ssl_ctx else "http"
-    host = "127.0.0.1" if listener.host in ("0.0.0.0", "") else listener.host  # noqa: S104
+    host = "127.0.0.1" if listener.host in ("0.0.0.0", "") else listener.host
     return runner, f"{scheme}://{host}:{port}"
 
 
@@ -69,7 +77,9 @@ async def start_gateway(
     running.runners.append(runner)
     running.urls["cxone"] = url
     try:
-        runner, url = await _start_listener(apps.platform, settings.platform_listener, shutdown_timeout)
+        runner, url = await _start_listener(
+            apps.platform, settings.platform_listener, shutdown_timeout
+        )
     except BaseException:
         await running.stop()
         raise
@@ -78,22 +88,26 @@ async def start_gateway(
     return running
 
 
-async def serve(settings: Settings, *, pid_file: Path | None = None) -> None:
+async def serve(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT; SIGHUP reloads."""
     running = await start_gateway(settings)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    reloads: set[asyncio.Task[object]] = set()
 
     def on_hup() -> None:
-        loop.create_task(running.apps.gateway.reload())
+        task: asyncio.Task[object] = loop.create_task(running.apps.gateway.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    if pid_file is not None:
-        pid_file.parent.mkdir(parents=True, exist_ok=True)
-        pid_file.write_text(f"{os.getpid()}\n")
-    log.info("listening: CXone side %s, platform side %s", running.urls["cxone"], running.urls["platform"])
+    log.info(
+        "listening: CXone side %s, platform side %s",
+        running.urls["cxone"],
+        running.urls["platform"],
+    )
     try:
         await stop.wait()
         log.info("shutting down")
@@ -101,6 +115,3 @@ async def serve(settings: Settings, *, pid_file: Path | None = None) -> None:
         for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await running.stop()
-        if pid_file is not None:
-            with contextlib.suppress(OSError):
-                pid_file.unlink()

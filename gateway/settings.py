@@ -291,7 +291,9 @@ def _listener(raw: Mapping[str, Any] | None, base: Path, default_port: int) -> L
     )
 
 
-def _build(tree: Mapping[str, Any], path: Path, env: Mapping[str, str] | None, file: str) -> Settings:
+def _build(
+    tree: Mapping[str, Any], path: Path, env: Mapping[str, str] | None, file: str
+) -> Settings:
     base = path.parent
     cx = tree["cxone"]
     auth = cx["auth"]
@@ -351,7 +353,7 @@ def _build(tree: Mapping[str, Any], path: Path, env: Mapping[str, str] | None, f
                     file,
                     f"/integrations/{i}/token_signing_key",
                     "the token signing key is shorter than 32 characters",
-                    "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'",
+                    "generate one: python -c 'import secrets; print(secrets.token_urlsafe(48))'",
                 )
             )
         integrations.append(

@@ -27,7 +27,7 @@ from gateway.sandbox.wiring import (
     SandboxSecrets,
     write_sandbox_settings,
 )
-from gateway.server import RunningGateway, start_gateway
+from gateway.server import RunningGateway, bound_port, start_gateway
 from gateway.settings import Settings
 
 SECRETS = SandboxSecrets()
@@ -43,10 +43,7 @@ async def serve_app(app: web.Application) -> tuple[web.AppRunner, str]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    server = site._server
-    assert server is not None
-    port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}"
+    return runner, f"http://127.0.0.1:{bound_port(site)}"
 
 
 @dataclass

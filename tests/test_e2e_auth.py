@@ -28,8 +28,11 @@ async def _token(world: World, **kw: object) -> tuple[int, dict[str, object], di
 
 
 async def test_token_endpoint_accepts_json_form_and_basic(world: World) -> None:
-    ok = {"grant_type": "client_credentials", "client_id": SECRETS.byoc_client_id,
-          "client_secret": SECRETS.byoc_client_secret}
+    ok = {
+        "grant_type": "client_credentials",
+        "client_id": SECRETS.byoc_client_id,
+        "client_secret": SECRETS.byoc_client_secret,
+    }
     for kw in (
         {"json": ok},
         {"data": ok},
@@ -37,7 +40,9 @@ async def test_token_endpoint_accepts_json_form_and_basic(world: World) -> None:
             "data": {"grant_type": "client_credentials"},
             "headers": {
                 "Authorization": "Basic "
-                + base64.b64encode(f"{SECRETS.byoc_client_id}:{SECRETS.byoc_client_secret}".encode()).decode()
+                + base64.b64encode(
+                    f"{SECRETS.byoc_client_id}:{SECRETS.byoc_client_secret}".encode()
+                ).decode()
             },
         },
     ):
@@ -49,7 +54,12 @@ async def test_token_endpoint_accepts_json_form_and_basic(world: World) -> None:
 
 async def test_wrong_client_secret_gets_invalid_client(world: World) -> None:
     status, body, headers = await _token(
-        world, json={"grant_type": "client_credentials", "client_id": SECRETS.byoc_client_id, "client_secret": "nope"}
+        world,
+        json={
+            "grant_type": "client_credentials",
+            "client_id": SECRETS.byoc_client_id,
+            "client_secret": "nope",
+        },
     )
     assert status == 401
     assert body["error"] == "invalid_client"
@@ -58,7 +68,9 @@ async def test_wrong_client_secret_gets_invalid_client(world: World) -> None:
     assert status == 400 and body["error"] == "unsupported_grant_type"
 
 
-async def test_an_expired_token_gets_401_and_cxone_refreshes(world: World, clock: FakeClock) -> None:
+async def test_an_expired_token_gets_401_and_cxone_refreshes(
+    world: World, clock: FakeClock
+) -> None:
     conv, msg = await world.dm("usr_zebra", "expiry")
     await world.delivered(CHAT_CHANNEL, msg)
     assert (await world.cxone.agent_reply(CHAT_CHANNEL, conv, "before")).status == 200

@@ -11,7 +11,11 @@ async def test_post_and_nested_comments_form_one_thread_with_reply_to(world: Wor
     nested = await world.wh.user_comments("usr_giraffe", post, "Thanks Leo!", parent_comment_id=top)
     await world.wh.flush()
     got = await world.cxone.wait_for(
-        lambda: world.cxone.messages_in(BOARD_CHANNEL, post) if len(world.cxone.messages_in(BOARD_CHANNEL, post)) == 3 else None
+        lambda: (
+            world.cxone.messages_in(BOARD_CHANNEL, post)
+            if len(world.cxone.messages_in(BOARD_CHANNEL, post)) == 3
+            else None
+        )
     )
     first, second, third = (m.body for m in got)
     assert [m.message_id for m in got] == [post, top, nested]
@@ -30,7 +34,9 @@ async def test_agent_reply_to_a_comment_becomes_a_nested_comment(world: World) -
     comment = await world.wh.user_comments("usr_zebra", post, "The elders did")
     await world.wh.flush()
     await world.delivered(BOARD_CHANNEL, comment)
-    status, body = await world.cxone.agent_reply(BOARD_CHANNEL, post, "The Jungle did!", reply_to=comment)
+    status, body = await world.cxone.agent_reply(
+        BOARD_CHANNEL, post, "The Jungle did!", reply_to=comment
+    )
     assert status == 200, body
     created = world.wh.world.posts[post].comments[-1]
     assert created.author_id == "usr_jungle"
@@ -44,7 +50,9 @@ async def test_agent_reply_to_the_post_is_a_top_level_comment(world: World) -> N
     post = await world.wh.user_posts("usr_lion", "Hunting hours", "When?")
     await world.wh.flush()
     await world.delivered(BOARD_CHANNEL, post)
-    status, body = await world.cxone.agent_reply(BOARD_CHANNEL, post, "Never on the board.", reply_to=post, endpoint="legacy")
+    status, body = await world.cxone.agent_reply(
+        BOARD_CHANNEL, post, "Never on the board.", reply_to=post, endpoint="legacy"
+    )
     assert status == 200, body
     created = world.wh.world.posts[post].comments[-1]
     assert created.parent_comment_id is None

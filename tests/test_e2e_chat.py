@@ -18,7 +18,10 @@ async def test_dm_becomes_a_cxone_message_with_thread_author_and_iso_time(world:
     assert got.thread_id == conv
     assert body["idOnExternalPlatform"] == msg
     assert body["thread"] == {"idOnExternalPlatform": conv}
-    assert body["messageContent"] == {"type": "TEXT", "payload": {"text": "Is the watering hole open today?"}}
+    assert body["messageContent"] == {
+        "type": "TEXT",
+        "payload": {"text": "Is the watering hole open today?"},
+    }
     assert body["direction"] == "inbound"
     author = body["authorEndUserIdentity"]
     assert author["idOnExternalPlatform"] == "usr_zebra"
@@ -30,10 +33,17 @@ async def test_dm_becomes_a_cxone_message_with_thread_author_and_iso_time(world:
 
 
 async def test_dm_with_attachments_reaches_cxone_attachments(world: World) -> None:
-    attachment = {"kind": "image", "url": "https://cdn.example/z.png", "name": "z.png", "size_bytes": 10}
+    attachment = {
+        "kind": "image",
+        "url": "https://cdn.example/z.png",
+        "name": "z.png",
+        "size_bytes": 10,
+    }
     _, msg = await world.dm("usr_zebra", "look", attachments=[attachment])
     got = await world.delivered(CHAT_CHANNEL, msg)
-    assert got.body["attachments"] == [{"url": "https://cdn.example/z.png", "friendlyName": "z.png"}]
+    assert got.body["attachments"] == [
+        {"url": "https://cdn.example/z.png", "friendlyName": "z.png"}
+    ]
 
 
 @pytest.mark.parametrize("endpoint", ["outbound", "legacy"])
@@ -42,7 +52,9 @@ async def test_agent_reply_appears_on_the_platform_and_cxone_gets_its_id(
 ) -> None:
     conv, msg = await world.dm("usr_lion", "roar?")
     await world.delivered(CHAT_CHANNEL, msg)
-    status, body = await world.cxone.agent_reply(CHAT_CHANNEL, conv, f"Hello Leo ({endpoint})", endpoint=endpoint)  # type: ignore[arg-type]
+    status, body = await world.cxone.agent_reply(
+        CHAT_CHANNEL, conv, f"Hello Leo ({endpoint})", endpoint=endpoint
+    )  # type: ignore[arg-type]
     assert status == 200, body
     conversation = world.wh.world.conversations[conv]
     sent = conversation.messages[-1]
@@ -53,7 +65,9 @@ async def test_agent_reply_appears_on_the_platform_and_cxone_gets_its_id(
         assert body["message"]["idOnExternalPlatform"] == sent.id
         assert body["message"]["url"] == sent.permalink
         assert body["thread"] == {"idOnExternalPlatform": conv}
-        assert body["message"]["createdAtWithMilliseconds"].endswith(f".{sent.created_at_ms % 1000:03d}Z")
+        assert body["message"]["createdAtWithMilliseconds"].endswith(
+            f".{sent.created_at_ms % 1000:03d}Z"
+        )
     assert not [v for v in world.cxone.violations if v.source == "gateway"]
 
 
@@ -68,7 +82,9 @@ async def test_a_retried_reply_posts_once(world: World) -> None:
     assert texts.count("only once please") == 1
 
 
-async def test_reply_retried_after_a_platform_hiccup_keeps_its_idempotency_key(world: World) -> None:
+async def test_reply_retried_after_a_platform_hiccup_keeps_its_idempotency_key(
+    world: World,
+) -> None:
     conv, msg = await world.dm("usr_giraffe", "hello")
     await world.delivered(CHAT_CHANNEL, msg)
     world.wh.fail_next(1, 503, path_contains="/messages")
@@ -80,7 +96,10 @@ async def test_reply_retried_after_a_platform_hiccup_keeps_its_idempotency_key(w
     assert len(posts) == 3 and len(keys) == 1 and None not in keys
     texts = [m.text for m in world.wh.world.conversations[conv].messages]
     assert texts.count("despite the hiccups") == 1
-    assert body["message"]["idOnExternalPlatform"] == world.wh.world.conversations[conv].messages[-1].id
+    assert (
+        body["message"]["idOnExternalPlatform"]
+        == world.wh.world.conversations[conv].messages[-1].id
+    )
 
 
 async def test_platform_refusal_gives_cxone_a_clear_error(world: World) -> None:
@@ -119,7 +138,11 @@ async def test_receipts_reach_cxone_message_status(world: World) -> None:
         lambda: [s for s in world.cxone.statuses] if len(world.cxone.statuses) >= 3 else None
     )
     got = [(s.message_id, s.status, s.reason) for s in statuses]
-    assert got == [(one, "delivered", None), (one, "seen", None), (two, "failed", "blocked by user")]
+    assert got == [
+        (one, "delivered", None),
+        (one, "seen", None),
+        (two, "failed", "blocked by user"),
+    ]
     assert all(s.channel_id == CHAT_CHANNEL and s.known for s in statuses)
 
 
@@ -130,5 +153,7 @@ async def test_conversation_closed_closes_the_cxone_contact(world: World) -> Non
     assert contact is not None
     await world.wh.close_conversation(conv)
     await world.wh.flush()
-    change = await world.cxone.wait_for(lambda: world.cxone.contact_changes[-1] if world.cxone.contact_changes else None)
+    change = await world.cxone.wait_for(
+        lambda: world.cxone.contact_changes[-1] if world.cxone.contact_changes else None
+    )
     assert change.contact_id == contact and change.status == "closed"

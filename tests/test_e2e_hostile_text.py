@@ -21,15 +21,45 @@ from tests.harness import BOARD_CHANNEL, CHAT_CHANNEL, World, start_world
 T = TypeVar("T")
 
 FRAGMENTS = [
-    '"', "'", "\\", "\\\\", "\n", "\r\n", "\t", "{{ 7*7 }}", "{% raw %}", "{{", "}}", '"}', '"},{"x":1',
-    "${WH_SECRET}", "\u202e", "مرحبا بالعالم", "שלום", "🦓🦁🦒", "👩🏽‍🚀", "\x00", "</script>", "&amp;", "null",
-    '{"text": "injected"}', "%s", "%(x)s", "{0}", "`true`", "../../etc", "?a=1&b=2", "#frag",
+    '"',
+    "'",
+    "\\",
+    "\\\\",
+    "\n",
+    "\r\n",
+    "\t",
+    "{{ 7*7 }}",
+    "{% raw %}",
+    "{{",
+    "}}",
+    '"}',
+    '"},{"x":1',
+    "${WH_SECRET}",
+    "\u202e",
+    "مرحبا بالعالم",
+    "שלום",
+    "🦓🦁🦒",
+    "👩🏽‍🚀",
+    "\x00",
+    "</script>",
+    "&amp;",
+    "null",
+    '{"text": "injected"}',
+    "%s",
+    "%(x)s",
+    "{0}",
+    "`true`",
+    "../../etc",
+    "?a=1&b=2",
+    "#frag",
 ]
 
 hostile = st.one_of(
     st.lists(st.sampled_from(FRAGMENTS), min_size=1, max_size=20).map("".join),
     st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=200),
-    st.builds(lambda a, b: (a + "x" * 1000)[:1000] + b * 0, st.sampled_from(FRAGMENTS), st.just("")),
+    st.builds(
+        lambda a, b: (a + "x" * 1000)[:1000] + b * 0, st.sampled_from(FRAGMENTS), st.just("")
+    ),
 ).filter(lambda s: 0 < len(s) <= 1000 and s.strip() != "")
 
 
@@ -91,7 +121,9 @@ def _shape(value: Any) -> Any:
 
 
 PROFILE = settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
 
@@ -135,8 +167,16 @@ def test_hostile_comment_and_reply_cross_byte_identical(tw: ThreadedWorld, text:
         assert got_post.body["title"] == text[:200]
         assert got.body["messageContent"]["payload"]["text"] == text
         assert set(got.body) == {
-            "idOnExternalPlatform", "thread", "messageContent", "authorEndUserIdentity", "direction",
-            "createdAtWithMilliseconds", "attachments", "url", "replyToMessage", "isReplyToSpecificMessage",
+            "idOnExternalPlatform",
+            "thread",
+            "messageContent",
+            "authorEndUserIdentity",
+            "direction",
+            "createdAtWithMilliseconds",
+            "attachments",
+            "url",
+            "replyToMessage",
+            "isReplyToSpecificMessage",
         }
         before = len(world.wh.api_calls)
         status, body = await world.cxone.agent_reply(BOARD_CHANNEL, post, text, reply_to=comment)

@@ -26,20 +26,35 @@ def _integ(name: str = "jungle", secrets: tuple[str, ...] = ("s3cret-one",)) -> 
 
 def test_json_form_and_basic_are_accepted() -> None:
     issuer = TokenIssuer([_integ()])
-    json_req = b'{"grant_type": "client_credentials", "client_id": "jungle-client", "client_secret": "s3cret-one"}'
-    assert issuer.parse_request("application/json", json_req, None)[1:] == ("jungle-client", "s3cret-one")
+    json_req = (
+        b'{"grant_type": "client_credentials", "client_id": "jungle-client",'
+        b' "client_secret": "s3cret-one"}'
+    )
+    assert issuer.parse_request("application/json", json_req, None)[1:] == (
+        "jungle-client",
+        "s3cret-one",
+    )
     form = b"grant_type=client_credentials&client_id=jungle-client&client_secret=s3cret-one"
-    assert issuer.parse_request("application/x-www-form-urlencoded", form, None)[1] == "jungle-client"
+    assert (
+        issuer.parse_request("application/x-www-form-urlencoded", form, None)[1] == "jungle-client"
+    )
     basic = "Basic " + base64.b64encode(b"jungle-client:s3cret-one").decode()
-    assert issuer.parse_request("application/x-www-form-urlencoded", b"grant_type=client_credentials", basic)[
-        2
-    ] == "s3cret-one"
+    assert (
+        issuer.parse_request(
+            "application/x-www-form-urlencoded", b"grant_type=client_credentials", basic
+        )[2]
+        == "s3cret-one"
+    )
 
 
 @pytest.mark.parametrize(
     ("body", "code", "status"),
     [
-        (b'{"grant_type": "password", "client_id": "a", "client_secret": "b"}', "unsupported_grant_type", 400),
+        (
+            b'{"grant_type": "password", "client_id": "a", "client_secret": "b"}',
+            "unsupported_grant_type",
+            400,
+        ),
         (b'{"client_id": "a", "client_secret": "b"}', "invalid_request", 400),
         (b"{not json", "invalid_request", 400),
         (b'{"grant_type": "client_credentials"}', "invalid_client", 401),
@@ -82,8 +97,11 @@ def test_tokens_expire_by_the_clock_and_are_bound_to_their_integration() -> None
 def test_a_token_signed_with_another_key_is_refused() -> None:
     a = TokenIssuer([_integ("jungle")])
     other = IntegrationSettings(
-        name="jungle", client_id="jungle-client", client_secrets=(Secret("s3cret-one"),),
-        token_signing_key=Secret("z" * 48), channels=(),
+        name="jungle",
+        client_id="jungle-client",
+        client_secrets=(Secret("s3cret-one"),),
+        token_signing_key=Secret("z" * 48),
+        channels=(),
     )
     forged = TokenIssuer([other]).issue("jungle-client", "s3cret-one").access_token
     with pytest.raises(Unauthorized):

@@ -61,7 +61,11 @@ async def token_endpoint(request: web.Request) -> web.Response:
     gw.metrics.tokens_issued.labels("issued").inc()
     return web.Response(
         body=jsonutil.dumps(
-            {"access_token": grant.access_token, "token_type": "Bearer", "expires_in": grant.expires_in}
+            {
+                "access_token": grant.access_token,
+                "token_type": "Bearer",
+                "expires_in": grant.expires_in,
+            }
         ),
         content_type="application/json",
         headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
@@ -120,7 +124,9 @@ def _authenticate(request: web.Request) -> IntegrationSettings:
 
 
 async def _read(request: web.Request, limit: int) -> bytes:
-    return await read_body_limited(request, min(limit, request.app[GATEWAY].settings.cxone_listener.max_body_bytes))
+    return await read_body_limited(
+        request, min(limit, request.app[GATEWAY].settings.cxone_listener.max_body_bytes)
+    )
 
 
 async def _json_body(request: web.Request) -> Any:
@@ -136,7 +142,9 @@ async def _json_body(request: web.Request) -> Any:
 def _resolve(routing: Any, integ: IntegrationSettings, channel_id: str) -> tuple[Any, str]:
     bound = routing.binding(channel_id)
     if bound is None or bound[0].name != integ.name:
-        raise NotFound(f"channel {channel_id!r} is not served by this integration", code="unknown_channel")
+        raise NotFound(
+            f"channel {channel_id!r} is not served by this integration", code="unknown_channel"
+        )
     binding = bound[1]
     return routing.mappings[binding.mapping], binding.role
 
@@ -163,7 +171,8 @@ async def _legacy_channel(
         return integ.channels[0].id
     raise BadRequest(
         "cannot tell which channel this reply is for: the body names no channel and the thread "
-        "is unknown", code="unknown_channel",
+        "is unknown",
+        code="unknown_channel",
     )
 
 
@@ -187,7 +196,12 @@ async def _reply(
     routing = gw.routing  # one snapshot for the whole request
     mapping, role = _resolve(routing, integ, channel_id)
     ctx = OutboundContext(
-        kind="reply", endpoint=endpoint, channel=role, channel_id=channel_id, params=params, body=body
+        kind="reply",
+        endpoint=endpoint,
+        channel=role,
+        channel_id=channel_id,
+        params=params,
+        body=body,
     )
     plan = mapping.route_outbound(ctx)
     fingerprint = hashlib.sha256(

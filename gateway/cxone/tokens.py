@@ -80,7 +80,9 @@ class FailureThrottle:
 class TokenIssuer:
     """Issue and verify the bearer tokens CXone uses to call the gateway."""
 
-    def __init__(self, integrations: Sequence[IntegrationSettings], clock: Clock = system_clock) -> None:
+    def __init__(
+        self, integrations: Sequence[IntegrationSettings], clock: Clock = system_clock
+    ) -> None:
         self._by_client = {i.client_id: i for i in integrations}
         self._by_name = {i.name: i for i in integrations}
         self._clock = clock
@@ -96,7 +98,9 @@ class TokenIssuer:
             try:
                 parsed = jsonutil.loads(raw)
             except BadRequest:
-                raise _oauth_error(BadRequest, "invalid_request", "the body is not valid JSON") from None
+                raise _oauth_error(
+                    BadRequest, "invalid_request", "the body is not valid JSON"
+                ) from None
             if not isinstance(parsed, dict):
                 raise _oauth_error(BadRequest, "invalid_request", "the body must be a JSON object")
             params = parsed
@@ -104,7 +108,9 @@ class TokenIssuer:
             try:
                 params = dict(urllib.parse.parse_qsl(raw.decode("utf-8"), strict_parsing=True))
             except (UnicodeDecodeError, ValueError):
-                raise _oauth_error(BadRequest, "invalid_request", "the form body is malformed") from None
+                raise _oauth_error(
+                    BadRequest, "invalid_request", "the form body is malformed"
+                ) from None
         else:
             raise _oauth_error(
                 BadRequest, "invalid_request", "send JSON or application/x-www-form-urlencoded"
@@ -117,7 +123,9 @@ class TokenIssuer:
                 user, _, password = decoded.partition(":")
             except (binascii.Error, UnicodeDecodeError):
                 raise _oauth_error(
-                    InvalidClient, "invalid_client", "malformed Basic credentials",
+                    InvalidClient,
+                    "invalid_client",
+                    "malformed Basic credentials",
                     {"WWW-Authenticate": 'Basic realm="byoc-gateway"'},
                 ) from None
             client_id = urllib.parse.unquote(user)
@@ -131,7 +139,9 @@ class TokenIssuer:
             )
         if not isinstance(client_id, str) or not isinstance(client_secret, str):
             raise _oauth_error(
-                InvalidClient, "invalid_client", "client authentication failed",
+                InvalidClient,
+                "invalid_client",
+                "client authentication failed",
                 {"WWW-Authenticate": 'Basic realm="byoc-gateway"'},
             )
         return grant, client_id, client_secret
@@ -146,7 +156,9 @@ class TokenIssuer:
             ok |= secret.matches(client_secret)
         if integ is None or not ok:
             raise _oauth_error(
-                InvalidClient, "invalid_client", "client authentication failed",
+                InvalidClient,
+                "invalid_client",
+                "client authentication failed",
                 {"WWW-Authenticate": 'Basic realm="byoc-gateway"'},
             )
         now = int(self._clock())
@@ -165,7 +177,8 @@ class TokenIssuer:
         """Return the integration a bearer token belongs to; Unauthorized (401) otherwise."""
         if not authorization or authorization[:7].lower() != "bearer ":
             raise Unauthorized(
-                "a bearer token is required", code="invalid_token",
+                "a bearer token is required",
+                code="invalid_token",
                 headers={"WWW-Authenticate": _REALM},
             )
         token = authorization[7:].strip()
@@ -190,17 +203,23 @@ class TokenIssuer:
                 raise jwt.ExpiredSignatureError("expired")
         except jwt.ExpiredSignatureError:
             raise Unauthorized(
-                "the token has expired", code="invalid_token",
-                headers={"WWW-Authenticate": _REALM + ', error="invalid_token", error_description="expired"'},
+                "the token has expired",
+                code="invalid_token",
+                headers={
+                    "WWW-Authenticate": _REALM
+                    + ', error="invalid_token", error_description="expired"'
+                },
             ) from None
         except jwt.InvalidTokenError:
             raise Unauthorized(
-                "the token is not valid", code="invalid_token",
+                "the token is not valid",
+                code="invalid_token",
                 headers={"WWW-Authenticate": _REALM + ', error="invalid_token"'},
             ) from None
         if claims.get("sub") != integ.client_id:
-            raise Unauthorized("the token is not valid", code="invalid_token",
-                               headers={"WWW-Authenticate": _REALM + ', error="invalid_token"'})
+            raise Unauthorized(
+                "the token is not valid",
+                code="invalid_token",
+                headers={"WWW-Authenticate": _REALM + ', error="invalid_token"'},
+            )
         return integ
-
-

@@ -5,7 +5,6 @@ The same Idempotency-Key goes with every attempt, so a retried request never pos
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 from collections.abc import Mapping
@@ -67,8 +66,10 @@ class PlatformClient:
                 ) as resp:
                     raw = await resp.read()
                     body = _parse(raw, resp.headers.get("Content-Type", ""))
-                    result = PlatformResponse(status=resp.status, headers=dict(resp.headers), body=body)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                    result = PlatformResponse(
+                        status=resp.status, headers=dict(resp.headers), body=body
+                    )
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 raise UpstreamUnavailable(upstream, f"no answer ({type(exc).__name__})") from None
             verdict = self._policy.classify(result.status, None)
             if verdict == "retry":
@@ -82,7 +83,11 @@ class PlatformClient:
             return result
 
         return await call_with_retries(
-            attempt, self._policy, deadline=self._clock() + deadline, clock=self._clock, upstream=upstream
+            attempt,
+            self._policy,
+            deadline=self._clock() + deadline,
+            clock=self._clock,
+            upstream=upstream,
         )
 
 

@@ -78,7 +78,9 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
 
 
 def _reply(reply: HandshakeReply) -> web.Response:
-    return web.Response(status=reply.status, body=reply.body, headers={"Content-Type": reply.content_type})
+    return web.Response(
+        status=reply.status, body=reply.body, headers={"Content-Type": reply.content_type}
+    )
 
 
 async def _accept(
@@ -98,12 +100,19 @@ async def _accept(
             # dead letter that can be replayed once the mapping is fixed.
             log.error("mapping failed on an event; queued for a dead letter: %s", exc)
             record = InboundJob(
-                mapping.name, mapping.version, now, item.item,
+                mapping.name,
+                mapping.version,
+                now,
+                item.item,
                 item.parent if keep_ancestors else None,
                 item.delivery if keep_ancestors else None,
-                item.index, None, str(exc),
+                item.index,
+                None,
+                str(exc),
             )
-            jobs.append(NewJob(thread_key(mapping.name, "?", uuid.uuid4().hex), record.encode(), None))
+            jobs.append(
+                NewJob(thread_key(mapping.name, "?", uuid.uuid4().hex), record.encode(), None)
+            )
             labels.append(("", "(mapping error)"))
             continue
         if isinstance(routed, Ignored):
@@ -111,10 +120,14 @@ async def _accept(
             gw.metrics.ignored.labels(mapping.name, routed.route).inc()
             continue
         record = InboundJob(
-            mapping.name, mapping.version, now, item.item,
+            mapping.name,
+            mapping.version,
+            now,
+            item.item,
             item.parent if keep_ancestors else None,
             item.delivery if keep_ancestors else None,
-            item.index, routed,
+            item.index,
+            routed,
         )
         jobs.append(
             NewJob(

@@ -71,7 +71,9 @@ logging: {{level: INFO, format: {log_format}}}
 """
 
 
-def sandbox_env(wh_api: str, cxone_issuer: str, secrets: SandboxSecrets | None = None) -> dict[str, str]:
+def sandbox_env(
+    wh_api: str, cxone_issuer: str, secrets: SandboxSecrets | None = None
+) -> dict[str, str]:
     """The environment a gateway needs to talk to the simulators."""
     s = secrets or SandboxSecrets()
     return {
@@ -113,7 +115,9 @@ def write_sandbox_settings(
 ) -> Settings:
     """Write gateway.yaml into `directory` and load it with the real loader."""
     directory.mkdir(parents=True, exist_ok=True)
-    store_extra = f"  url: {redis_url}\n  prefix: byoc-{directory.name}\n" if backend == "redis" else ""
+    store_extra = (
+        f"  url: {redis_url}\n  prefix: byoc-{directory.name}\n" if backend == "redis" else ""
+    )
     text = GATEWAY_YAML.format(
         mappings_dir=str(mappings_dir),
         data_dir=str(directory / "data"),
