@@ -1,0 +1,1 @@
+"""The platform side: webhook intake, signature schemes, platform client."""
