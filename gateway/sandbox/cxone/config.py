@@ -33,14 +33,14 @@ class CxoneSimConfig:
     tenant_id: str = "11ef0000-5a4d-4c1e-9000-00000000c1de"
     # the access key the gateway authenticates with (grant_type=password)
     access_key_id: str = "sim-access-key-id"
-    access_key_secret: str = "sim-access-key-secret"  # noqa: S105 - a simulator's fixture
+    access_key_secret: str = "sim-access-key-secret"
     # the registered app's client credentials (HTTP Basic on the token endpoint)
     app_client_id: str = "sim-app-client-id"
-    app_client_secret: str = "sim-app-client-secret"  # noqa: S105
+    app_client_secret: str = "sim-app-client-secret"
     require_client_auth: bool = True
     token_ttl: int = 3600
     # HS256 key of the id_token; 32 bytes or more, or PyJWT warns
-    id_token_key: str = "cxone-sim-id-token-signing-key-0123456789"  # noqa: S105
+    id_token_key: str = "cxone-sim-id-token-signing-key-0123456789"
     brand_id: int | str = 4599
     agent_user_id: int | str = 1201
     agent_first_name: str = "Ada"

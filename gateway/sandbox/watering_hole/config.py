@@ -40,10 +40,10 @@ class WateringHoleConfig:
     account_user_id: str = "usr_jungle"
     account_handle: str = "thejungle"
     account_display_name: str = "The Jungle"
-    api_token: str = "wh-sandbox-token"  # noqa: S105 (a sandbox default, not a secret)
+    api_token: str = "wh-sandbox-token"
     webhook_url: str | None = None  # the initial one; `sim.webhook_url` can change later
     webhook_secrets: tuple[str, ...] = ("wh-sandbox-secret",)  # every one signs (rotation)
-    verify_token: str = "wh-sandbox-verify"  # noqa: S105
+    verify_token: str = "wh-sandbox-verify"
     users: tuple[UserSeed, ...] = DEFAULT_USERS
     batch_max: int = 100
     retry_schedule: tuple[float, ...] = (10, 60, 600, 3600, 21600)  # after each failure
