@@ -1,0 +1,50 @@
+"""The mapping engine: load, validate and compile channel mappings, and run them.
+
+Public surface (docs/internals.md section 1; the language is docs/mappings.md):
+`load_mapping`, `load_mapping_dir`, `run_inline_tests`, `CompiledMapping` and the
+values it exchanges with the runtime.
+"""
+
+from __future__ import annotations
+
+from gateway.mapping.inline_tests import run_inline_tests
+from gateway.mapping.mapping import CompiledMapping, load_mapping, load_mapping_dir
+from gateway.mapping.model import (
+    AttachmentLimits,
+    AuthSpec,
+    ChannelSpec,
+    HandshakeReply,
+    Ignored,
+    InboundCall,
+    InboundItem,
+    NoRoute,
+    OutboundContext,
+    OutboundPlan,
+    PlatformRequest,
+    PlatformResponse,
+    PlatformSpec,
+    TestFailure,
+    WebhookSpec,
+)
+
+__all__ = [
+    "AttachmentLimits",
+    "AuthSpec",
+    "ChannelSpec",
+    "CompiledMapping",
+    "HandshakeReply",
+    "Ignored",
+    "InboundCall",
+    "InboundItem",
+    "NoRoute",
+    "OutboundContext",
+    "OutboundPlan",
+    "PlatformRequest",
+    "PlatformResponse",
+    "PlatformSpec",
+    "TestFailure",
+    "WebhookSpec",
+    "load_mapping",
+    "load_mapping_dir",
+    "run_inline_tests",
+]

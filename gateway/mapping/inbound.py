@@ -1,0 +1,123 @@
+"""Inbound routing: pick the first route whose `when` holds, extract, render the CXone call."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from gateway.errors import MappingRuntimeError
+from gateway.mapping.expressions import EvalContext, Expr, ExpressionError, evaluation
+from gateway.mapping.model import Action, Ignored, InboundCall, InboundItem
+from gateway.mapping.templates import Node, RenderError
+from gateway.mapping.values import to_str
+
+NO_ROUTE = "(no route)"
+
+
+@dataclass(frozen=True)
+class InboundRoute:
+    """One compiled inbound route."""
+
+    name: str
+    when: Expr | None
+    ignore: bool
+    channel: str
+    action: Action | None
+    extract: tuple[tuple[str, Expr], ...]
+    required: tuple[str, ...]
+    method: str
+    path: str
+    body: Node | None
+
+
+def extract(pairs: tuple[tuple[str, Expr], ...], data: Any) -> dict[str, Any]:
+    """Evaluate extraction pairs; fields that come out null are left out."""
+    fields: dict[str, Any] = {}
+    for name, expr in pairs:
+        value = expr.search(data)
+        if value is not None:
+            fields[name] = value
+    return fields
+
+
+class InboundRouter:
+    """Route inbound items of one mapping."""
+
+    def __init__(self, mapping: str, variables: Mapping[str, Any],
+                 routes: tuple[InboundRoute, ...], dedupe: Expr | None) -> None:
+        self.mapping = mapping
+        self.vars = variables
+        self.routes = routes
+        self.dedupe = dedupe
+
+    def route(self, item: InboundItem) -> InboundCall | Ignored:
+        """Turn one item into a CXone call, or say why it is ignored."""
+        parents = item.parents or ((item.parent,) if item.parent is not None else ())
+        context = EvalContext(self.vars, parents, item.delivery, item.headers, item.query)
+        with evaluation(context):
+            dedupe_key = self._dedupe_key(item.item)
+            chosen = self._choose(item.item)
+            if chosen is None:
+                return Ignored(self.mapping, NO_ROUTE, dedupe_key)
+            if chosen.ignore or chosen.action is None:
+                return Ignored(self.mapping, chosen.name, dedupe_key)
+            try:
+                fields = extract(chosen.extract, item.item)
+            except ExpressionError as exc:
+                raise MappingRuntimeError(self.mapping, chosen.name, str(exc)) from None
+        return self._render(chosen, chosen.action, fields, dedupe_key)
+
+    def _dedupe_key(self, data: Any) -> str | None:
+        if self.dedupe is None:
+            return None
+        try:
+            value = to_str(self.dedupe.search(data))
+        except ExpressionError as exc:
+            raise MappingRuntimeError(self.mapping, "(dedupe)", str(exc)) from None
+        return None if value is None or value == "" else f"{self.mapping}:{value}"
+
+    def _choose(self, data: Any) -> InboundRoute | None:
+        for route in self.routes:
+            if route.when is None:
+                return route
+            try:
+                if route.when.test(data):
+                    return route
+            except ExpressionError as exc:
+                raise MappingRuntimeError(self.mapping, route.name, f"when: {exc}") from None
+        return None
+
+    def _render(self, route: InboundRoute, action: Action, fields: dict[str, Any],
+                dedupe_key: str | None) -> InboundCall:
+        missing = [name for name in route.required if name not in fields]
+        if missing:
+            sources = "; ".join(f"{n}: `{_source(route, n)}`" for n in missing)
+            raise MappingRuntimeError(
+                self.mapping, route.name,
+                f"required field(s) {', '.join(missing)} came out empty ({sources})",
+            )
+        assert route.body is not None  # compiled together with the action
+        try:
+            body = route.body.render({**fields, "vars": self.vars})
+        except RenderError as exc:
+            raise MappingRuntimeError(self.mapping, route.name, str(exc)) from None
+        thread_id = to_str(fields["thread_id"]) or ""
+        message_id = to_str(fields.get("message_id"))
+        path = route.path
+        if message_id is not None and "{message_id}" in path:
+            path = path.replace("{message_id}", quote(message_id, safe=""))
+        return InboundCall(
+            mapping=self.mapping, route=route.name, channel=route.channel, action=action,
+            thread_id=thread_id, message_id=message_id, dedupe_key=dedupe_key,
+            method=route.method, path=path, body=body if isinstance(body, dict) else {},
+            fields=fields,
+        )
+
+
+def _source(route: InboundRoute, name: str) -> str:
+    for field, expr in route.extract:
+        if field == name:
+            return expr.source
+    return "not extracted"

@@ -1,0 +1,238 @@
+"""The frozen values the mapping engine hands to the runtime (docs/internals.md section 1)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from gateway.errors import UnprocessableEntity
+from gateway.secrets import Secret
+from gateway.settings import Timeouts, TlsClientSettings
+
+Action = Literal["create_message", "message_status", "contact_status"]
+Kind = Literal["reply", "sender_action"]
+Endpoint = Literal["legacy", "outbound", "sender_action"]
+
+_SECRET_KEY = re.compile(r"secret|token|password|key|auth", re.IGNORECASE)
+
+
+class NoRoute(UnprocessableEntity):
+    """No outbound route of the mapping matches the CXone call."""
+
+    code = "no_route"
+
+
+class MaskedMapping(Mapping[str, Any]):
+    """A read-only mapping whose repr hides values under secret-looking keys."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self._data = dict(data)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        shown = {k: ("***" if _SECRET_KEY.search(k) else v) for k, v in self._data.items()}
+        return f"MaskedMapping({shown!r})"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class AuthSpec:
+    """How every platform request authenticates: bearer, basic, header or query."""
+
+    kind: Literal["bearer", "basic", "header", "query"]
+    value: Secret  # the token, the password (basic), or the header/query value
+    name: str = ""  # header or query parameter name; the username for basic
+    username: Secret | None = None
+
+
+@dataclass(frozen=True)
+class AttachmentLimits:
+    """What a channel accepts as outbound attachments."""
+
+    max_bytes: int | None = None
+    content_types: tuple[str, ...] = ()  # patterns such as image/* ; empty: any
+    max_count: int | None = None
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    """One channel role of a mapping and the CXone channel flags it is created with."""
+
+    role: str
+    cxone: Mapping[str, Any]  # name, isPrivate, hasTreeStructure, ...
+    attachments: AttachmentLimits | None  # None: the channel takes no attachments
+
+
+@dataclass(frozen=True)
+class PlatformSpec:
+    """The platform's REST API as the platform client needs it."""
+
+    base_url: str
+    auth: AuthSpec | None
+    timeouts: Timeouts
+    idempotency_header: str | None
+    tls: TlsClientSettings
+    headers: Mapping[str, str] = field(default_factory=dict)  # sent with every request
+
+
+@dataclass(frozen=True)
+class WebhookSpec:
+    """Where and how the platform delivers events."""
+
+    path: str
+    format: Literal["json", "form"]
+    signature: Mapping[str, Any] = field(repr=False)  # schema-validated, secrets resolved
+    max_body_bytes: int | None = None  # None: the listener's limit
+    # Routing an item again later (from the queue) needs what surrounded it: the inbound
+    # routes call parent()/parents()/delivery() (needs_ancestors) or headers()/query()
+    # (needs_request).
+    needs_ancestors: bool = False
+    needs_request: bool = False
+
+
+@dataclass(frozen=True)
+class HandshakeReply:
+    """A synchronous answer to the platform (subscription handshake or fixed response)."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class InboundItem:
+    """One event of a delivery, with what surrounds it."""
+
+    item: Any
+    parent: Any
+    delivery: Any
+    index: int
+    headers: Mapping[str, str]
+    query: Mapping[str, str]
+    parents: tuple[Any, ...] = ()  # nearest first (nested `foreach` levels)
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """An item acknowledged and counted but not forwarded."""
+
+    mapping: str
+    route: str
+    dedupe_key: str | None
+
+
+@dataclass(frozen=True)
+class InboundCall:
+    """A rendered call to CXone for one inbound item."""
+
+    mapping: str
+    route: str
+    channel: str
+    action: Action
+    thread_id: str
+    message_id: str | None
+    dedupe_key: str | None
+    method: str
+    path: str
+    body: dict[str, Any]
+    fields: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class OutboundContext:
+    """A call CXone made to the gateway (reply or sender action)."""
+
+    kind: Kind
+    endpoint: Endpoint
+    channel: str
+    channel_id: str
+    params: Mapping[str, str]
+    body: Any
+
+
+@dataclass(frozen=True)
+class PlatformRequest:
+    """One rendered request to the platform; repr masks credentials and hides the body."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes | None
+    masked: tuple[str, ...] = field(default=(), repr=False, compare=False)  # names to mask
+
+    def __repr__(self) -> str:
+        masked = {m.lower() for m in self.masked} | {"authorization", "proxy-authorization"}
+        headers = {k: ("***" if k.lower() in masked else v) for k, v in self.headers.items()}
+        size = "None" if self.body is None else f"<{len(self.body)} bytes>"
+        return (f"PlatformRequest(method={self.method!r}, url={mask_url(self.url, masked)!r}, "
+                f"headers={headers!r}, body={size})")
+
+    __str__ = __repr__
+
+
+def mask_url(url: str, names: set[str]) -> str:
+    """Hide the values of the named query parameters (credentials) in a URL."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    pairs = [(k, "***" if k.lower() in names else v)
+             for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    return urlunsplit(parts._replace(query=urlencode(pairs, safe="*")))
+
+
+@dataclass(frozen=True)
+class OutboundPlan:
+    """The requests one CXone call turns into (several when a long text is split)."""
+
+    mapping: str
+    route: str
+    ctx: OutboundContext
+    fields: Mapping[str, Any]
+    requests: tuple[PlatformRequest, ...]
+
+
+@dataclass(frozen=True)
+class PlatformResponse:
+    """What the platform answered to one request."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: Any  # parsed JSON, or text, or None
+
+
+@dataclass(frozen=True)
+class TestFailure:
+    """One inline test that did not pass, with a readable diff."""
+
+    __test__ = False  # not a pytest class
+
+    mapping: str
+    test: str
+    file: str
+    where: str
+    line: int | None
+    reason: str
+    diff: str = ""
+
+    def __str__(self) -> str:
+        loc = self.file + (f":{self.line}" if self.line is not None else "")
+        text = f"{loc} at {self.where}: test {self.test!r} failed: {self.reason}"
+        return f"{text}\n{self.diff}" if self.diff else text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"test": self.test, "file": self.file, "where": self.where, "line": self.line,
+                "reason": self.reason, "diff": self.diff}

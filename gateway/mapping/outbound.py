@@ -1,0 +1,246 @@
+"""Outbound routing: a CXone reply or sender action -> platform requests -> CXone's answer."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from gateway.errors import (
+    MappingRuntimeError,
+    UnprocessableEntity,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
+from gateway.mapping.expressions import EvalContext, Expr, ExpressionError, evaluation
+from gateway.mapping.inbound import extract
+from gateway.mapping.model import (
+    ChannelSpec,
+    NoRoute,
+    OutboundContext,
+    OutboundPlan,
+    PlatformResponse,
+    PlatformSpec,
+)
+from gateway.mapping.request import RequestTemplate
+from gateway.mapping.templates import Node, RenderError
+from gateway.mapping.values import to_str
+
+ROOT_KEYS = ("kind", "endpoint", "channel", "channel_id", "params", "body")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How long a text may be, and what happens to a longer one."""
+
+    max_text_chars: int
+    on_too_long: Literal["split", "reject"]
+    field: str = "text"
+
+
+@dataclass(frozen=True)
+class OutboundRoute:
+    """One compiled outbound route."""
+
+    name: str
+    when: Expr | None
+    extract: tuple[tuple[str, Expr], ...]
+    request: RequestTemplate
+    limits: Limits | None
+    result: tuple[tuple[str, Expr], ...]
+    success: Expr | None
+    retryable: Expr | None
+    responses: Mapping[str, Node]  # endpoint -> CXone response template (defaults + route)
+
+
+def split_text(text: str, limit: int) -> list[str]:
+    """Cut a text into parts of at most `limit` characters, at whitespace where possible."""
+    parts: list[str] = []
+    rest = text
+    while len(rest) > limit:
+        cut = next((i for i in range(limit, 0, -1) if rest[i].isspace()), 0)
+        head = rest[:cut].rstrip() if cut else ""
+        if not head:
+            head, rest = rest[:limit], rest[limit:]
+        else:
+            rest = rest[cut:].lstrip()
+        parts.append(head)
+    if rest or not parts:
+        parts.append(rest)
+    return parts
+
+
+class OutboundRouter:
+    """Route CXone calls of one mapping to the platform and back."""
+
+    def __init__(self, mapping: str, variables: Mapping[str, Any],
+                 base_extract: tuple[tuple[str, Expr], ...], routes: tuple[OutboundRoute, ...],
+                 platform: PlatformSpec, channels: Mapping[str, ChannelSpec],
+                 error_code: Expr | None, error_message: Expr | None) -> None:
+        self.mapping = mapping
+        self.vars = variables
+        self.base_extract = base_extract
+        self.routes = routes
+        self.by_name = {r.name: r for r in routes}
+        self.platform = platform
+        self.channels = channels
+        self.error_code = error_code
+        self.error_message = error_message
+
+    def route(self, ctx: OutboundContext) -> OutboundPlan:
+        """Pick the route for a CXone call and render its platform request(s)."""
+        root = {"kind": ctx.kind, "endpoint": ctx.endpoint, "channel": ctx.channel,
+                "channel_id": ctx.channel_id, "params": dict(ctx.params), "body": ctx.body}
+        if ctx.channel not in self.channels:
+            raise NoRoute(f"the mapping {self.mapping!r} has no channel {ctx.channel!r}")
+        with evaluation(EvalContext(self.vars, (), ctx.body)):
+            try:
+                base = extract(self.base_extract, root)
+            except ExpressionError as exc:
+                raise MappingRuntimeError(self.mapping, "(extract)", str(exc)) from None
+            chosen, fields = self._choose(root, base)
+        self._check_attachments(ctx.channel, fields)
+        texts: list[str | None] = [None]
+        limits = chosen.limits
+        text = fields.get(limits.field) if limits else None
+        if limits and isinstance(text, str) and len(text) > limits.max_text_chars:
+            if limits.on_too_long == "reject":
+                raise UnprocessableEntity(
+                    f"the reply has {len(text)} characters; this channel takes at most "
+                    f"{limits.max_text_chars} (mapping {self.mapping}, route {chosen.name})",
+                    code="text_too_long",
+                )
+            texts = list(split_text(text, limits.max_text_chars))
+        requests = []
+        for index, part in enumerate(texts):
+            context = {**fields, "vars": self.vars, "cxone": root}
+            if part is not None and limits is not None:
+                context[limits.field] = part
+                if index > 0:  # attachments travel with the first part only
+                    context.pop("attachments", None)
+            try:
+                requests.append(chosen.request.render(self.platform, context))
+            except RenderError as exc:
+                raise MappingRuntimeError(self.mapping, chosen.name, str(exc)) from None
+        return OutboundPlan(self.mapping, chosen.name, ctx, fields, tuple(requests))
+
+    def _choose(self, root: dict[str, Any],
+                base: dict[str, Any]) -> tuple[OutboundRoute, dict[str, Any]]:
+        for route in self.routes:
+            try:
+                fields = {**base, **extract(route.extract, root)} if route.extract else base
+                if route.when is None or route.when.test({**root, **fields}):
+                    return route, fields
+            except ExpressionError as exc:
+                raise MappingRuntimeError(self.mapping, route.name, str(exc)) from None
+        raise NoRoute(f"no outbound route of mapping {self.mapping!r} matches this "
+                      f"{root['kind']} on channel {root['channel']!r}")
+
+    def _check_attachments(self, role: str, fields: Mapping[str, Any]) -> None:
+        attachments = fields.get("attachments")
+        if not attachments or not isinstance(attachments, list):
+            return
+        limits = self.channels[role].attachments
+        if limits is None:
+            raise UnprocessableEntity(f"the {role!r} channel takes no attachments",
+                                      code="attachment_not_allowed")
+        if limits.max_count is not None and len(attachments) > limits.max_count:
+            raise UnprocessableEntity(
+                f"the {role!r} channel takes at most {limits.max_count} attachment(s)",
+                code="attachment_not_allowed")
+        for item in attachments:
+            if not isinstance(item, dict):
+                continue
+            kind, size = item.get("content_type"), item.get("size_bytes")
+            if isinstance(kind, str) and limits.content_types and not any(
+                    fnmatch.fnmatchcase(kind.lower(), p) for p in limits.content_types):
+                raise UnprocessableEntity(
+                    f"the {role!r} channel does not take {kind} attachments",
+                    code="attachment_not_allowed")
+            if isinstance(size, int) and limits.max_bytes is not None \
+                    and size > limits.max_bytes:
+                raise UnprocessableEntity(
+                    f"the {role!r} channel takes attachments up to {limits.max_bytes} bytes",
+                    code="attachment_not_allowed")
+
+    def complete(self, plan: OutboundPlan, responses: Sequence[PlatformResponse]) -> dict[str, Any]:
+        """Check the platform's answers, extract `result`, render CXone's response body."""
+        route = self.by_name.get(plan.route)
+        if route is None or not responses:
+            raise MappingRuntimeError(self.mapping, plan.route, "nothing to complete: no route "
+                                      "or no platform response")
+        for response in responses:
+            if not 200 <= response.status < 300:
+                raise self.error_for(response)
+            self._check_success(route, response)
+        last = responses[-1]
+        try:
+            results = extract(route.result, last.body) if route.result else {}
+        except ExpressionError as exc:
+            raise MappingRuntimeError(self.mapping, route.name, f"result: {exc}") from None
+        results = {k: (to_str(v) if _is_id(k) and isinstance(v, int | float) else v)
+                   for k, v in results.items()}
+        node = route.responses.get(plan.ctx.endpoint)
+        if node is None:
+            return {}
+        root = {"kind": plan.ctx.kind, "endpoint": plan.ctx.endpoint,
+                "channel": plan.ctx.channel, "channel_id": plan.ctx.channel_id,
+                "params": dict(plan.ctx.params), "body": plan.ctx.body}
+        try:
+            body = node.render({**plan.fields, **results, "vars": self.vars, "cxone": root})
+        except RenderError as exc:
+            raise MappingRuntimeError(self.mapping, route.name, f"response: {exc}") from None
+        return body if isinstance(body, dict) else {}
+
+    def _check_success(self, route: OutboundRoute, response: PlatformResponse) -> None:
+        if route.success is None:
+            return
+        scope = {"status": response.status, "headers": dict(response.headers),
+                 "body": response.body}
+        try:
+            if route.success.test(scope):
+                return
+            retry = route.retryable.test(scope) if route.retryable else False
+        except ExpressionError as exc:
+            raise MappingRuntimeError(self.mapping, route.name, f"success: {exc}") from None
+        code, message = self._error_fields(response.body)
+        cls = UpstreamUnavailable if retry else UpstreamRejected
+        detail = f": {message}" if message else ""
+        raise cls(self.mapping, f"the platform reported a failure ({code or 'no code'}){detail}",
+                  status=response.status, code=code)
+
+    def _error_fields(self, body: Any) -> tuple[str | None, str | None]:
+        out: list[str | None] = []
+        for expr in (self.error_code, self.error_message):
+            try:
+                out.append(to_str(expr.search(body)) if expr is not None else None)
+            except ExpressionError:
+                out.append(None)
+        return out[0], out[1]
+
+    def error_for(self, response: PlatformResponse) -> UpstreamError:
+        """Build the error for a non-2xx answer: retryable for 408, 429 and 5xx."""
+        code, message = self._error_fields(response.body)
+        text = f"HTTP {response.status}" + (f" {code}" if code else "") + (
+            f": {message}" if message else "")
+        retry_after = _retry_after(response.headers)
+        if response.status in (408, 429) or response.status >= 500:
+            return UpstreamUnavailable(self.mapping, text, status=response.status, code=code,
+                                       retry_after=retry_after)
+        return UpstreamRejected(self.mapping, text, status=response.status, code=code)
+
+
+def _is_id(name: str) -> bool:
+    return name == "id" or name.endswith("_id")
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    for key, value in headers.items():
+        if key.lower() == "retry-after":
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                return None
+    return None

@@ -1,0 +1,372 @@
+"""Structured rendering: a template is a YAML tree whose string leaves are Jinja.
+
+A leaf that is exactly one `{{ expression }}` keeps the expression's native type; other
+leaves render to text. Payloads are built as trees and serialised afterwards, so no
+value can change a payload's structure. Jinja runs in an immutable sandbox with strict
+undefined; `omit` removes the key or list element it is assigned to.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from functools import cache
+from typing import Any, Literal
+from urllib.parse import quote
+
+import jinja2
+import jinja2.nodes
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from gateway import jsonutil
+from gateway.mapping import values
+
+Mode = Literal["native", "text", "path"]
+Reporter = Callable[[str, str, str], None]  # (pointer, reason, fix)
+
+_CLOCK: ContextVar[Callable[[], float]] = ContextVar("byoc_mapping_clock", default=time.time)
+_SINGLE = re.compile(r"^\{\{(?P<expr>(?:(?!\{\{|\}\}|\{%|%\}|\{#).)*)\}\}$", re.DOTALL)
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class _Omit:
+    """The `omit` sentinel: the key or element it is assigned to is left out."""
+
+    _instance: _Omit | None = None
+
+    def __new__(cls) -> _Omit:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "omit"
+
+    def __str__(self) -> str:
+        raise RenderError("`omit` can only be the whole value of a key or list element")
+
+
+OMIT = _Omit()
+
+
+class _Unquoted(str):
+    """Text marked by the `unquoted` filter: a path/url expression inserts it as is."""
+
+
+class RenderError(Exception):
+    """A template failed on one input; the reason names the field and the place."""
+
+
+@contextmanager
+def fixed_clock(clock: Callable[[], float]) -> Iterator[None]:
+    """Let `now_iso_ms()` read `clock` for the duration of a block (inline tests)."""
+    token = _CLOCK.set(clock)
+    try:
+        yield
+    finally:
+        _CLOCK.reset(token)
+
+
+def _now_iso_ms() -> str:
+    return values.now_iso_ms(_CLOCK.get()())
+
+
+def _urlquote(value: Any, safe: str = "") -> str:
+    return quote(values.to_str(value) or "", safe=safe)
+
+
+def _tojson(value: Any) -> str:
+    return jsonutil.dumps_str(value)
+
+
+def _text_finalize(value: Any) -> Any:
+    if value is None:
+        return ""
+    if value is OMIT:
+        raise RenderError("`omit` can only be the whole value of a key or list element")
+    return value
+
+
+def _path_finalize(value: Any) -> str:
+    if isinstance(value, _Unquoted):
+        return str(value)
+    if value is None or value is OMIT:
+        raise RenderError("an expression in the path or url gave null")
+    return quote(values.to_str(value) or "", safe="")
+
+
+def _make_env(finalize: Callable[[Any], Any]) -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        undefined=jinja2.StrictUndefined, autoescape=False, finalize=finalize,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(
+        urlquote=_urlquote,
+        iso_ms=lambda v: None if v is None else values.iso_ms(v),
+        iso_s=lambda v: None if v is None else values.iso_s(v),
+        iso=lambda v: None if v is None else values.iso(v),
+        to_str=values.to_str,
+        tojson=_tojson,
+        unquoted=lambda v: _Unquoted(values.to_str(v) or ""),
+    )
+    env.globals.update(omit=OMIT, now_iso_ms=_now_iso_ms)
+    return env
+
+
+@cache
+def environment(mode: Mode) -> ImmutableSandboxedEnvironment:
+    """Return the shared sandbox for a rendering mode (paths URL-quote every expression)."""
+    return _make_env(_path_finalize if mode == "path" else _text_finalize)
+
+
+class Node:
+    """A compiled template tree node."""
+
+    __slots__ = ()
+
+    def render(self, context: Mapping[str, Any]) -> Any:
+        raise NotImplementedError
+
+
+class Const(Node):
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def render(self, context: Mapping[str, Any]) -> Any:
+        return self.value
+
+
+class Name(Node):
+    """Fast path for a leaf that is just `{{ field }}`."""
+
+    __slots__ = ("label", "name")
+
+    def __init__(self, name: str, label: str) -> None:
+        self.name = name
+        self.label = label
+
+    def render(self, context: Mapping[str, Any]) -> Any:
+        try:
+            return _finalize(context[self.name], self.label)
+        except KeyError:
+            pass
+        found = environment("native").globals.get(self.name, _MISSING)
+        if found is _MISSING:
+            raise RenderError(_missing(self.name, self.label))
+        return _finalize(found, self.label)
+
+
+class DefaultName(Node):
+    """Fast path for `{{ field | default(constant) }}`, the commonest optional leaf."""
+
+    __slots__ = ("fallback", "label", "name")
+
+    def __init__(self, name: str, fallback: Any, label: str) -> None:
+        self.name = name
+        self.fallback = fallback
+        self.label = label
+
+    def render(self, context: Mapping[str, Any]) -> Any:
+        value = context.get(self.name, _MISSING)
+        return _finalize(self.fallback if value is _MISSING else value, self.label)
+
+
+def _default_of_name(env: ImmutableSandboxedEnvironment, expr: str,
+                     label: str) -> Node | None:
+    body = env.parse("{{ " + expr + " }}").body
+    if len(body) != 1 or not isinstance(body[0], jinja2.nodes.Output) \
+            or len(body[0].nodes) != 1:
+        return None
+    node = body[0].nodes[0]
+    if not (isinstance(node, jinja2.nodes.Filter) and node.name == "default"
+            and isinstance(node.node, jinja2.nodes.Name) and len(node.args) == 1
+            and not node.kwargs and node.dyn_args is None and node.dyn_kwargs is None):
+        return None
+    arg = node.args[0]
+    if isinstance(arg, jinja2.nodes.Name) and arg.name == "omit":
+        return DefaultName(node.node.name, OMIT, label)
+    try:
+        return DefaultName(node.node.name, arg.as_const(), label)
+    except jinja2.nodes.Impossible:
+        return None
+
+
+class Native(Node):
+    __slots__ = ("_fn", "label")
+
+    def __init__(self, fn: Callable[..., Any], label: str) -> None:
+        self._fn = fn
+        self.label = label
+
+    def render(self, context: Mapping[str, Any]) -> Any:
+        try:
+            result = self._fn(context)
+        except Exception as exc:
+            raise RenderError(_explain(exc, self.label)) from None
+        return _finalize(result, self.label)
+
+
+class Text(Node):
+    __slots__ = ("_template", "label")
+
+    def __init__(self, template: jinja2.Template, label: str) -> None:
+        self._template = template
+        self.label = label
+
+    def render(self, context: Mapping[str, Any]) -> Any:
+        try:
+            return self._template.render(context)
+        except Exception as exc:
+            raise RenderError(_explain(exc, self.label)) from None
+
+
+class DictNode(Node):
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[tuple[str, Node]]) -> None:
+        self.items = items
+
+    def render(self, context: Mapping[str, Any]) -> Any:
+        out: dict[str, Any] = {}
+        for key, node in self.items:
+            value = node.render(context)
+            if value is not OMIT:
+                out[key] = value
+        return out
+
+
+class ListNode(Node):
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[Node]) -> None:
+        self.items = items
+
+    def render(self, context: Mapping[str, Any]) -> Any:
+        return [v for v in (n.render(context) for n in self.items) if v is not OMIT]
+
+
+_MISSING = object()
+
+
+def _missing(name: str, label: str) -> str:
+    return (f"the field {name!r} is missing (needed by {label}); extract it, or write "
+            f"`{name} | default(...)` in the template")
+
+
+def _explain(exc: BaseException, label: str) -> str:
+    if isinstance(exc, RenderError):
+        return f"{label}: {exc}"
+    if isinstance(exc, SecurityError):
+        return f"{label}: the template sandbox refused an operation ({exc})"
+    if isinstance(exc, jinja2.UndefinedError):
+        match = re.match(r"^'([^']+)' is undefined$", str(exc))
+        if match:
+            return _missing(match.group(1), label)
+        return f"{label}: {exc}"
+    return f"{label}: {type(exc).__name__}: {exc}"
+
+
+def _finalize(value: Any, label: str) -> Any:
+    """Turn a native result into plain JSON-like data, dropping `omit` inside containers."""
+    if value is None or value is OMIT or type(value) in (str, int, float, bool):
+        return value
+    if isinstance(value, jinja2.Undefined):
+        try:
+            value._fail_with_undefined_error()
+        except Exception as exc:
+            raise RenderError(_explain(exc, label)) from None
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            done = _finalize(item, label)
+            if done is not OMIT:
+                out[key if isinstance(key, str) else values.to_str(key) or ""] = done
+        return out
+    if isinstance(value, list | tuple | Iterator):
+        return [d for d in (_finalize(i, label) for i in value) if d is not OMIT]
+    raise RenderError(f"{label}: a value of type {type(value).__name__} cannot go into a payload")
+
+
+def compile_template(tree: Any, pointer: str, report: Reporter, *, mode: Mode = "native",
+                     label: str = "") -> Node:
+    """Compile a YAML tree of Jinja leaves; report each broken leaf at its pointer."""
+    if isinstance(tree, dict):
+        return DictNode([
+            (key, compile_template(value, f"{pointer}/{values.escape_pointer(key)}", report,
+                                   mode=mode, label=f"{label}.{key}" if label else key))
+            for key, value in tree.items()
+        ])
+    if isinstance(tree, list):
+        return ListNode([
+            compile_template(value, f"{pointer}/{i}", report, mode=mode, label=f"{label}[{i}]")
+            for i, value in enumerate(tree)
+        ])
+    if not isinstance(tree, str) or not any(t in tree for t in ("{{", "{%", "{#")):
+        return Const(tree)
+    return _compile_leaf(tree, pointer, report, mode, label or "the template")
+
+
+def _compile_leaf(source: str, pointer: str, report: Reporter, mode: Mode, label: str) -> Node:
+    env = environment(mode)
+    try:
+        ast = env.parse(source)
+    except jinja2.TemplateSyntaxError as exc:
+        report(pointer, f"Jinja syntax error: {exc.message}", _JINJA_FIX)
+        return Const(None)
+    unsafe = _unsafe_names(ast.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem)))
+    if unsafe:
+        report(pointer, f"the template uses {unsafe!r}: names starting with '_' are not "
+               "allowed in templates (sandbox)", "use the field names of your data only")
+        return Const(None)
+    single = _SINGLE.match(source.strip()) if mode == "native" else None
+    try:
+        if single is not None:
+            expr = single.group("expr").strip()
+            if _NAME.match(expr) and expr not in ("true", "false", "none", "True", "False",
+                                                  "None"):
+                return Name(expr, label)
+            fast = _default_of_name(env, expr, label)
+            if fast is not None:
+                return fast
+            fn = env.compile_expression(expr, undefined_to_none=False)
+            return Native(fn, label)
+        return Text(env.from_string(source), label)
+    except jinja2.TemplateSyntaxError as exc:
+        report(pointer, f"Jinja error: {exc.message}", _JINJA_FIX)
+        return Const(None)
+
+
+_JINJA_FIX = ("check the {{ ... }} expression: balanced brackets and quotes, known filters "
+              "(see docs/mappings.md)")
+
+
+def _unsafe_names(nodes: Iterable[jinja2.nodes.Node]) -> str | None:
+    for node in nodes:
+        if isinstance(node, jinja2.nodes.Getattr) and node.attr.startswith("_"):
+            return str(node.attr)
+        if isinstance(node, jinja2.nodes.Getitem):
+            arg = node.arg
+            if isinstance(arg, jinja2.nodes.Const) and isinstance(arg.value, str) \
+                    and arg.value.startswith("_"):
+                return arg.value
+    return None
+
+
+def render_text(node: Node, context: Mapping[str, Any]) -> str:
+    """Render a text-mode node (path, url, header) to a string."""
+    value = node.render(context)
+    if value is OMIT:
+        raise RenderError("`omit` cannot be used here")
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value)

@@ -1,0 +1,164 @@
+"""Structured rendering: native types, omit, strict undefined, sandbox, quoting."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gateway.mapping.templates import (
+    OMIT,
+    Node,
+    RenderError,
+    compile_template,
+    fixed_clock,
+    render_text,
+)
+
+Reported = list[tuple[str, str, str]]
+
+
+def build(tree: Any, mode: str = "native") -> Node:
+    problems: Reported = []
+    node = compile_template(
+        tree,
+        "/t",
+        lambda *p: problems.append(p),
+        mode=mode,  # type: ignore[arg-type]
+        label="body",
+    )
+    assert problems == []
+    return node
+
+
+def render(tree: Any, **context: Any) -> Any:
+    return build(tree).render(context)
+
+
+@pytest.mark.parametrize(
+    ("template", "context", "expected"),
+    [
+        ("{{ n }}", {"n": 5}, 5),
+        ("{{ n + 1 }}", {"n": 5}, 6),
+        ("{{ b }}", {"b": False}, False),
+        ("{{ x }}", {"x": None}, None),
+        ("{{ xs }}", {"xs": [1, "a"]}, [1, "a"]),
+        ("{{ {'a': n} }}", {"n": 1}, {"a": 1}),
+        ("{{ xs | map(attribute='u') }}", {"xs": [{"u": 1}, {"u": 2}]}, [1, 2]),
+        ("  {{ n }}  ", {"n": 5}, 5),
+        ("n={{ n }}", {"n": 5}, "n=5"),
+        ("{{ a }}{{ b }}", {"a": 1, "b": 2}, "12"),
+        ("{{ x }}!", {"x": None}, "!"),
+        ("{{ true }}", {}, True),
+        ("{{ none }}", {}, None),
+        ("plain text", {}, "plain text"),
+        (7, {}, 7),
+        ("{{ s | urlquote }}", {"s": "a/b c"}, "a%2Fb%20c"),
+        ("{{ t | iso_ms }}", {"t": 1764158400123}, "2025-11-26T12:00:00.123Z"),
+        ("{{ t | iso_s }}", {"t": 1764158400}, "2025-11-26T12:00:00.000Z"),
+        ("{{ t | iso }}", {"t": "2025-11-26T12:00:00Z"}, "2025-11-26T12:00:00.000Z"),
+        ("{{ v | tojson }}", {"v": {"a": '<"x">'}}, '{"a":"<\\"x\\">"}'),
+        ("{{ n | to_str }}", {"n": 10**20}, "100000000000000000000"),
+        ("{{ missing | default('d') }}", {}, "d"),
+        ("{{ vars.k }}", {"vars": {"k": "v"}}, "v"),
+    ],
+)
+def test_native_and_text_leaves(template: Any, context: dict[str, Any], expected: Any) -> None:
+    result = render({"k": template}, **context)
+    assert result == {"k": expected}
+    assert type(result["k"]) is type(expected)
+
+
+def test_now_iso_ms_reads_the_clock() -> None:
+    with fixed_clock(lambda: 1764158400.5):
+        assert render("{{ now_iso_ms() }}") == "2025-11-26T12:00:00.500Z"
+
+
+def test_omit_removes_keys_and_list_elements() -> None:
+    tree = {
+        "a": "{{ omit }}",
+        "b": "{{ x | default(omit) }}",
+        "c": ["{{ omit }}", 1],
+        "d": "{{ {'e': omit, 'f': 1} }}",
+        "g": {"h": "{{ omit }}"},
+    }
+    assert render(tree) == {"c": [1], "d": {"f": 1}, "g": {}}
+    assert build("{{ omit }}").render({}) is OMIT
+
+
+def test_omit_inside_text_is_an_error() -> None:
+    with pytest.raises(RenderError, match="omit"):
+        render({"k": "x {{ omit }}"})
+
+
+def test_missing_field_names_the_field_and_the_place() -> None:
+    for template in (
+        "{{ author_id }}",
+        "{{ author_id + 1 }}",
+        "id={{ author_id }}",
+        "{{ {'a': author_id} }}",
+    ):
+        with pytest.raises(RenderError) as info:
+            render({"author": {"id": template}})
+        message = str(info.value)
+        assert "'author_id'" in message, message
+        assert "body.author.id" in message, message
+
+
+def test_runtime_sandbox_violation_is_a_render_error() -> None:
+    with pytest.raises(RenderError, match="sandbox"):
+        render({"k": "{{ xs.append(1) }}"}, xs=[])
+    with pytest.raises(RenderError, match="sandbox"):
+        render({"k": "{{ d.update({'a': 1}) }}"}, d={})
+
+
+def test_values_that_are_not_data_are_refused() -> None:
+    with pytest.raises(RenderError, match="cannot go into a payload"):
+        render({"k": "{{ range }}"})
+
+
+@pytest.mark.parametrize(
+    ("template", "reason"),
+    [
+        ("{{ x.__class__ }}", "'__class__'"),
+        ("{{ x['__globals__'] }}", "'__globals__'"),
+        ("{{ x._private }}", "'_private'"),
+        ("{{ x | nosuchfilter }}", "No filter named 'nosuchfilter'"),
+        ("{{ x ", "Jinja syntax error"),
+        ("{% if x %}", "Jinja syntax error"),
+    ],
+)
+def test_compile_problems_are_reported_at_the_leaf(template: str, reason: str) -> None:
+    problems: Reported = []
+    compile_template({"a": {"b": template}}, "/root", lambda *p: problems.append(p))
+    ((where, message, _fix),) = problems
+    assert where == "/root/a/b"
+    assert reason in message
+
+
+def test_path_mode_quotes_every_expression() -> None:
+    node = build("/conversations/{{ thread_id }}/messages", mode="path")
+    assert (
+        render_text(node, {"thread_id": "../admin?x=1#f"})
+        == "/conversations/..%2Fadmin%3Fx%3D1%23f/messages"
+    )
+    assert render_text(node, {"thread_id": 12}) == "/conversations/12/messages"
+    with pytest.raises(RenderError, match="gave null"):
+        render_text(node, {"thread_id": None})
+
+
+def test_path_mode_unquoted_filter_is_explicit() -> None:
+    node = build("{{ url | unquoted }}", mode="path")
+    assert render_text(node, {"url": "https://x.test/a b"}) == "https://x.test/a b"
+
+
+def test_text_mode_never_keeps_native_types() -> None:
+    assert build("{{ n }}", mode="text").render({"n": 5}) == "5"
+
+
+def test_user_text_is_never_evaluated() -> None:
+    hostile = '{{ 7*7 }} {% raw %} ${HOME} "}'
+    assert render({"t": "{{ text }}", "u": "x{{ text }}"}, text=hostile) == {
+        "t": hostile,
+        "u": "x" + hostile,
+    }
