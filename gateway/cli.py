@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("sim", help="run a simulator on its own")
     sim.add_argument("which", choices=["cxone", "watering-hole"])
     sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=0)
+    sim.add_argument("--port", type=int, default=None, help="default 8091 (cxone), 8090 (watering-hole)")
 
     sb = sub.add_parser(
         "sandbox", help="gateway + simulated CXone + simulated Watering Hole, with a page"
@@ -166,14 +166,25 @@ def _reload(args: argparse.Namespace) -> int:
 
 
 def _sim(args: argparse.Namespace) -> int:
+    from gateway.logs import configure_logging
+
+    configure_logging("INFO", "text")
     if args.which == "cxone":
         from gateway.sandbox.cxone import run_standalone as run_cxone
 
-        asyncio.run(run_cxone(args.host, args.port))
+        port = 8091 if args.port is None else args.port
+        print(f"simulated CXone on http://{args.host}:{port} (control API under /_sim/)")
+        asyncio.run(run_cxone(args.host, port))
     else:
         from gateway.sandbox.watering_hole import run_standalone as run_wh
+        from gateway.sandbox.watering_hole.standalone import config_from_env
 
-        asyncio.run(run_wh(args.host, args.port))
+        port = 8090 if args.port is None else args.port
+        print(
+            f"simulated Watering Hole on http://{args.host}:{port} (API under /v1, control under"
+            " /_sim/); credentials from WATERING_HOLE_TOKEN, WH_SECRET, WH_VERIFY_TOKEN"
+        )
+        asyncio.run(run_wh(args.host, port, config_from_env(os.environ)))
     return EXIT_OK
 
 
