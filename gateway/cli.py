@@ -51,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("sim", help="run a simulator on its own")
     sim.add_argument("which", choices=["cxone", "watering-hole"])
     sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=None, help="default 8091 (cxone), 8090 (watering-hole)")
+    sim.add_argument(
+        "--port", type=int, default=None, help="default 8091 (cxone), 8090 (watering-hole)"
+    )
 
     sb = sub.add_parser(
         "sandbox", help="gateway + simulated CXone + simulated Watering Hole, with a page"

@@ -13,8 +13,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from gateway.errors import ConfigError, Problem
-from gateway.mapping import CompiledMapping, load_mapping_dir
+from gateway.clock import Clock, system_clock
+from gateway.errors import ConfigError, MappingError, Problem
+from gateway.mapping import CompiledMapping, load_mapping_dir, run_inline_tests
 from gateway.platform.signatures import Verifier, compile_verifier
 from gateway.settings import ChannelBinding, IntegrationSettings, Settings, load_settings
 
@@ -54,6 +55,7 @@ def build_routing(
     settings: Settings,
     mappings: Mapping[str, CompiledMapping],
     generation: int,
+    clock: Clock = system_clock,
 ) -> Routing:
     """Cross-check settings against mappings and derive the indexes; ConfigError on mismatch."""
     problems: list[Problem] = []
@@ -100,7 +102,7 @@ def build_routing(
     for m in mappings.values():
         try:
             verifiers[m.name] = compile_verifier(
-                m.webhook.signature, file=m.source, where="/webhook/signature"
+                m.webhook.signature, file=m.source, where="/webhook/signature", clock=clock
             )
         except ConfigError as exc:
             problems.extend(exc.problems)
@@ -120,14 +122,31 @@ def build_routing(
     )
 
 
-def load_routing(settings: Settings, generation: int, *, reread_settings: bool) -> Routing:
-    """Read (again) gateway.yaml and every mapping, compile, cross-check. Blocking: run off-loop."""
+def load_routing(
+    settings: Settings, generation: int, *, reread_settings: bool, clock: Clock = system_clock
+) -> Routing:
+    """Read (again) gateway.yaml and every mapping, compile, test, cross-check. Blocking."""
     if reread_settings and settings.source is not None:
         fresh = load_settings(Path(settings.source), env=settings.env)
         # Listeners and the store cannot change without a restart; keep the running ones.
         settings = _keep_restart_only(settings, fresh)
     mappings = load_mapping_dir(settings.mappings_dir, env=settings.env)
-    return build_routing(settings, mappings, generation)
+    # Fail closed: a mapping whose own inline tests fail is never put in service.
+    failures = [f for m in mappings.values() for f in run_inline_tests(m)]
+    if failures:
+        raise MappingError(
+            [
+                Problem(
+                    f.file,
+                    f.where,
+                    f"inline test {f.test!r} failed: {f.reason}",
+                    "run `byoc-gateway check` for the diff",
+                    line=f.line,
+                )
+                for f in failures
+            ]
+        )
+    return build_routing(settings, mappings, generation, clock)
 
 
 def _keep_restart_only(running: Settings, fresh: Settings) -> Settings:

@@ -80,7 +80,9 @@ class Gateway:
             self.metrics.mapping_info.labels(m.name, m.version).set(1)
 
     async def load_initial(self) -> None:
-        routing = await asyncio.to_thread(load_routing, self.settings, 1, reread_settings=False)
+        routing = await asyncio.to_thread(
+            load_routing, self.settings, 1, reread_settings=False, clock=self.clock
+        )
         self.install(routing)
         self.last_reload = ReloadResult(1, True, time.time(), routing.files)
         log.info("configuration loaded", extra={"outcome": "ok"})
@@ -91,7 +93,7 @@ class Gateway:
             generation = (self._routing.generation if self._routing else 0) + 1
             try:
                 routing = await asyncio.to_thread(
-                    load_routing, self.settings, generation, reread_settings=True
+                    load_routing, self.settings, generation, reread_settings=True, clock=self.clock
                 )
             except ConfigError as exc:
                 result = ReloadResult(

@@ -194,7 +194,7 @@ class Settings:
 
 # --------------------------------------------------------------------------- loading
 
-_SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schemas" / "gateway.schema.json"
+_SCHEMA_FILE = Path(__file__).resolve().parent / "schemas" / "gateway.schema.json"
 
 
 def load_settings(path: Path, *, env: Mapping[str, str] | None = None) -> Settings:

@@ -114,6 +114,7 @@ async def sender_action(request: web.Request) -> web.Response:
             upstream=mapping.name,
             timeouts=mapping.platform.timeouts,
             deadline=gw.settings.outbound.deadline,
+            error_of=mapping.platform_error,
         )
     gw.metrics.messages.labels(mapping.name, role, plan.route, "sender_action", "sent").inc()
     return web.Response(status=204)
@@ -229,6 +230,7 @@ async def _reply(
                 timeouts=mapping.platform.timeouts,
                 deadline=gw.settings.outbound.deadline,
                 idempotency=(header, part_key) if header else None,
+                error_of=mapping.platform_error,
             )
         )
     result = mapping.complete_outbound(plan, responses)

@@ -15,7 +15,7 @@ from jsonschema.exceptions import ValidationError
 from gateway.mapping.loader import Problems
 from gateway.mapping.values import escape_pointer, type_name
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "mapping.schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "mapping.schema.json"
 
 _TYPE_WORDS = {
     "object": "a mapping (key: value)",

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable
 
 import aiohttp
 
 from gateway import jsonutil
 from gateway.clock import Clock, system_clock
-from gateway.errors import UpstreamRejected, UpstreamUnavailable
+from gateway.errors import UpstreamError, UpstreamUnavailable
 from gateway.http import client_timeout
 from gateway.mapping import PlatformRequest, PlatformResponse
 from gateway.retry import RetryPolicy, call_with_retries, parse_retry_after
@@ -45,7 +45,7 @@ class PlatformClient:
         deadline: float,  # seconds from now
         idempotency: tuple[str, str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
-        on_retry: object = None,
+        error_of: Callable[[PlatformResponse], UpstreamError] | None = None,
     ) -> PlatformResponse:
         """Send one request; retry transient failures while the deadline allows."""
         headers = dict(request.headers)
@@ -71,16 +71,18 @@ class PlatformClient:
                     )
             except (TimeoutError, aiohttp.ClientError) as exc:
                 raise UpstreamUnavailable(upstream, f"no answer ({type(exc).__name__})") from None
-            verdict = self._policy.classify(result.status, None)
-            if verdict == "retry":
-                raise UpstreamUnavailable(
-                    upstream,
-                    f"answered {result.status}",
-                    status=result.status,
-                    code=_error_code(result.body),
-                    retry_after=parse_retry_after(result.headers.get("Retry-After"), self._clock()),
-                )
-            return result
+            if self._policy.classify(result.status, None) != "retry":
+                return result  # 2xx, or a final refusal the mapping turns into an error
+            if error_of is not None:
+                error = error_of(result)
+                if isinstance(error, UpstreamUnavailable):
+                    raise error
+            raise UpstreamUnavailable(
+                upstream,
+                f"answered {result.status}",
+                status=result.status,
+                retry_after=parse_retry_after(result.headers.get("Retry-After"), self._clock()),
+            )
 
         return await call_with_retries(
             attempt,
@@ -105,15 +107,4 @@ def _parse(raw: bytes, content_type: str) -> object:
         return None
 
 
-def _error_code(body: object) -> str | None:
-    if isinstance(body, Mapping):
-        err = body.get("error")
-        if isinstance(err, Mapping):
-            code = err.get("code")
-            return str(code) if code is not None else None
-        if isinstance(err, str):
-            return err
-    return None
-
-
-__all__ = ["PlatformClient", "UpstreamRejected"]
+__all__ = ["PlatformClient"]
