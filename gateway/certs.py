@@ -341,9 +341,10 @@ def format_info(info: CertInfo, index: int = 1, total: int = 1) -> str:
 # --- command line ----------------------------------------------------------------------
 
 
-def add_certs_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `certs ca|server|client|show` to the top-level command parser."""
     certs = subparsers.add_parser("certs", help="make and inspect TLS/mTLS certificates")
+    certs.set_defaults(run=run_certs_command)
     sub = certs.add_subparsers(dest="certs_command", required=True, metavar="ACTION")
 
     def common(p: argparse.ArgumentParser, default_days: int) -> None:

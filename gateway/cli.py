@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import signal
 import sys
@@ -62,10 +63,14 @@ def _parser() -> argparse.ArgumentParser:
     sb.add_argument("--port", type=int, default=8000, help="port of the sandbox page")
     sb.add_argument("--mappings", type=Path, default=None)
 
-    from gateway.certs import add_certs_commands
-
-    add_certs_commands(sub)
+    # Command groups that live in their own modules: each exposes
+    # `add_commands(subparsers)`, which registers its parsers with `set_defaults(run=...)`.
+    for module in _COMMAND_MODULES:
+        importlib.import_module(module).add_commands(sub)
     return p
+
+
+_COMMAND_MODULES = ("gateway.certs",)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -85,6 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    run = getattr(args, "run", None)
+    if run is not None:
+        code: int = run(args)
+        return code
     cmd = args.command
     if cmd == "serve":
         return _serve(args)
@@ -99,10 +108,6 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         asyncio.run(run_sandbox(args.host, args.port, mappings=args.mappings))
         return EXIT_OK
-    if cmd == "certs":
-        from gateway.certs import run_certs_command
-
-        return run_certs_command(args)
     return EXIT_USAGE
 
 

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from gateway.certs import (
-    add_certs_commands,
+    add_commands,
     create_ca,
     issue_client_cert,
     issue_server_cert,
@@ -30,7 +30,7 @@ def mode(path: Path) -> int:
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="byoc-gateway")
-    add_certs_commands(parser.add_subparsers(dest="command", required=True))
+    add_commands(parser.add_subparsers(dest="command", required=True))
     return parser.parse_args(argv)
 
 
