@@ -134,24 +134,37 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from gateway import jsonutil
     from gateway.mapping.check import check_paths, format_report
+    from gateway.settings import check_settings_file
 
     paths = list(args.paths) or [Path("mappings")]
     report = check_paths(paths, check_secrets=not args.no_secrets)
-    out = format_report(report, args.format)
     ok = report.ok
+    problems = []
     if args.config is not None:
-        from gateway.settings import load_settings
-
-        try:
-            load_settings(args.config) if not args.no_secrets else None
-            if args.format == "text":
-                out += f"\nok    {args.config}"
-        except ConfigError as exc:
-            ok = False
-            lines = "\n".join(f"  {p}" for p in exc.problems)
-            out += f"\nFAIL  {args.config}\n{lines}"
-    print(out)
+        problems = check_settings_file(args.config, check_secrets=not args.no_secrets)
+        ok = ok and not problems
+    if args.format == "json":
+        data = jsonutil.loads(format_report(report, "json"))
+        if args.config is not None:
+            data["files"].append(
+                {
+                    "path": str(args.config),
+                    "mapping": None,
+                    "ok": not problems,
+                    "problems": [p.as_dict() for p in problems],
+                    "tests": {"run": 0, "failed": 0, "failures": []},
+                }
+            )
+        data["ok"] = ok
+        print(jsonutil.dumps_str(data))
+    else:
+        out = format_report(report, "text")
+        if args.config is not None:
+            status = "ok     " if not problems else "FAILED "
+            out += f"\n{status} {args.config}" + "".join(f"\n  {p}" for p in problems)
+        print(out)
     return EXIT_OK if ok else EXIT_PROBLEMS
 
 

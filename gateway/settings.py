@@ -212,6 +212,32 @@ def load_settings(path: Path, *, env: Mapping[str, str] | None = None) -> Settin
     return _build(tree, path, env, doc.file)
 
 
+def check_settings_file(path: Path, *, check_secrets: bool = True) -> list[Problem]:
+    """Every problem of a gateway.yaml (with check_secrets=False: schema and references only)."""
+    from gateway.config_file import load_document, validate
+
+    try:
+        if check_secrets:
+            load_settings(path)
+        else:
+            doc = load_document(path)
+            validate(doc, _schema(), fix_hint="see schemas/gateway.schema.json")
+            problems: list[Problem] = []
+            resolve_tree(doc.tree, file=doc.file, env=_AnyEnv(), problems=problems)
+            if problems:
+                raise ConfigError(problems)
+    except ConfigError as exc:
+        return exc.problems
+    return []
+
+
+class _AnyEnv(dict[str, str]):
+    """An environment in which every variable is set (to check references only)."""
+
+    def get(self, key: str, default: Any = None) -> str:
+        return "x" * 48
+
+
 def _schema() -> dict[str, Any]:
     from gateway import jsonutil
 
