@@ -163,15 +163,22 @@ class CxoneAuth:
             self.refresh_failures += 1  # exception() also marks it retrieved
 
     async def _obtain(self) -> _Token:
-        if self._cache is None or self._api_base is None:
-            # the first fetch of an instance must be its own: discovery needs the id_token
+        cache = self._cache
+        if cache is None:
             token = await self._fetch()
-            if self._cache is not None:
-                await self._cache_set(token)
         else:
-            token = await self._from_cache() or await self._fetch_under_lock(self._cache)
+            token = await self._shared() or await self._fetch_under_lock(cache)
         self._current = token
         return token
+
+    async def _shared(self) -> _Token | None:
+        """Return a usable token another instance fetched (and adopt its API base)."""
+        if self._api_base is None:
+            # discovery needs an id_token: without a shared API base, fetch our own
+            self._api_base = await self._shared_api_base()
+            if self._api_base is None:
+                return None
+        return await self._from_cache()
 
     async def _fetch_under_lock(self, cache: TokenCache) -> _Token:
         async with contextlib.AsyncExitStack() as stack:
@@ -179,11 +186,22 @@ class CxoneAuth:
                 await stack.enter_async_context(cache.lock())
             except StoreError as exc:  # the store being down must not stop deliveries
                 log.warning("token cache lock unavailable, refreshing alone: %s", exc)
-            token = await self._from_cache()  # another instance may have just refreshed
+            token = await self._shared()  # another instance may have just refreshed
             if token is None:
                 token = await self._fetch()
                 await self._cache_set(token)
         return token
+
+    async def _shared_api_base(self) -> str | None:
+        get = getattr(self._cache, "get_api_base", None)
+        if get is None:
+            return None
+        try:
+            value = await get()
+        except StoreError as exc:
+            log.warning("token cache unavailable: %s", exc)
+            return None
+        return value if isinstance(value, str) and value else None
 
     async def _from_cache(self) -> _Token | None:
         assert self._cache is not None
@@ -204,6 +222,9 @@ class CxoneAuth:
         assert self._cache is not None
         try:
             await self._cache.set(token.value, token.expires_at)
+            set_api_base = getattr(self._cache, "set_api_base", None)
+            if set_api_base is not None and self._api_base is not None:
+                await set_api_base(self._api_base)
         except StoreError as exc:
             log.warning("token cache unavailable: %s", exc)
 

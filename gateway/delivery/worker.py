@@ -2,7 +2,9 @@
 
 Retryable failures (connection errors, timeouts, 429, 502-504) wait with backoff and
 jitter (Retry-After honoured) while the thread's later messages wait behind them; final
-failures and exhausted retries become dead letters, which unblocks the thread.
+failures and exhausted retries become dead letters, which unblocks the thread. When the
+gateway cannot get a CXone token at all (bad or rotated access key, token endpoint
+down), the message is not at fault: that is retried like an outage, not dead-lettered.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from gateway.delivery.store import Job
 from gateway.errors import (
     GatewayError,
     MappingRuntimeError,
+    UpstreamError,
     UpstreamRejected,
     UpstreamUnavailable,
 )
@@ -52,9 +55,19 @@ class Workers:
         return self._owner
 
     def start(self) -> None:
-        n = self._gw.settings.delivery.workers
+        settings = self._gw.settings
+        if settings.delivery.lease_seconds <= settings.cxone.timeouts.total:
+            # a lease running out mid-call lets another worker send the same message
+            log.warning(
+                "delivery.lease_seconds (%s) should exceed cxone.timeouts.total (%s)",
+                settings.delivery.lease_seconds,
+                settings.cxone.timeouts.total,
+            )
+        n = settings.delivery.workers
         for i in range(n):
-            self._tasks.append(asyncio.create_task(self._run(f"{self._owner}-{i}"), name=f"worker-{i}"))
+            self._tasks.append(
+                asyncio.create_task(self._run(f"{self._owner}-{i}"), name=f"worker-{i}")
+            )
 
     async def stop(self) -> None:
         """Finish the jobs in hand, then stop (unfinished leases expire for other instances)."""
@@ -84,6 +97,9 @@ class Workers:
             for job in jobs:
                 try:
                     await self.process(job, owner)
+                except GatewayError as exc:  # e.g. the store went away mid-job
+                    # the job stays leased; when the lease runs out it is tried again
+                    log.warning("job %s left for a later attempt: %s", job.id, exc)
                 except Exception:  # never let one job kill the worker
                     log.exception("worker failed on job %s", job.id)
 
@@ -98,19 +114,22 @@ class Workers:
         try:
             record = InboundJob.decode(job.payload)
         except Exception:
-            await gw.store.dead_letter(job, owner, "undecodable job payload", _attempt(gw, "decode"))
+            await gw.store.dead_letter(
+                job, owner, "undecodable job payload", _attempt(gw, "decode")
+            )
             return
         routing = gw.routing
         mapping = routing.mappings.get(record.mapping)
         if mapping is None:
-            await self._dead(job, owner, record, f"mapping {record.mapping!r} is no longer loaded")
+            reason = f"mapping {record.mapping!r} is no longer loaded"
+            await self._dead(job, owner, record, reason, kind="mapping_unloaded")
             return
         call = record.call
         if call is None or record.version != mapping.version:
             try:
                 routed = mapping.route_inbound(record.as_item())
             except MappingRuntimeError as exc:
-                await self._dead(job, owner, record, str(exc))
+                await self._dead(job, owner, record, str(exc), kind="mapping_error")
                 return
             if isinstance(routed, Ignored):
                 await gw.store.complete(job, owner)
@@ -119,8 +138,11 @@ class Workers:
         channel_id = routing.channel_id(mapping.name, call.channel)
         if channel_id is None:
             await self._dead(
-                job, owner, record,
+                job,
+                owner,
+                record,
                 f"no CXone channel is bound to {mapping.name}/{call.channel} in gateway.yaml",
+                kind="no_channel",
             )
             return
         tkey = thread_key(mapping.name, call.channel, call.thread_id)
@@ -129,31 +151,59 @@ class Workers:
             contact = await gw.store.kv_get(CONTACTS_NS, tkey)
             if contact is None:
                 log.warning(
-                    "no CXone contact known for thread; %s not sent", call.action,
+                    "no CXone contact known for thread; %s not sent",
+                    call.action,
                     extra={"mapping": mapping.name, "route": call.route, "outcome": "skipped"},
                 )
-                gw.metrics.messages.labels(mapping.name, call.channel, call.route, "inbound", "skipped").inc()
+                gw.metrics.messages.labels(
+                    mapping.name, call.channel, call.route, "inbound", "skipped"
+                ).inc()
                 await gw.store.complete(job, owner)
                 return
             path = path.replace("{contact_id}", _quote(contact.decode()))
+        try:
+            await gw.cxone.auth.token()
+        except UpstreamError as exc:  # no token: an outage of ours, not the message's fault
+            await self._retry(job, owner, record, call, exc, "CXone authentication failed: ")
+            return
         try:
             result = await gw.cxone.call(call.method, path, call.body)
         except UpstreamUnavailable as exc:
             await self._retry(job, owner, record, call, exc)
             return
         except UpstreamRejected as exc:
-            await self._dead(job, owner, record, f"CXone refused: {exc}", call)
+            await self._dead(
+                job,
+                owner,
+                record,
+                _describe("CXone refused", exc),
+                call,
+                status=exc.status,
+                kind="cxone_refused",
+            )
             return
         if call.action == "create_message":
             contact_id = _contact_id(result.body)
             if contact_id is not None:
                 await gw.store.kv_set(CONTACTS_NS, tkey, contact_id.encode(), _CONTACT_TTL)
             await gw.store.kv_set(
-                THREAD_CHANNEL_NS, f"{mapping.name}\x1f{call.thread_id}", channel_id.encode(), _CONTACT_TTL
+                THREAD_CHANNEL_NS,
+                f"{mapping.name}\x1f{call.thread_id}",
+                channel_id.encode(),
+                _CONTACT_TTL,
             )
-        await gw.store.complete(job, owner)
+        if not await gw.store.complete(job, owner):
+            # our lease ran out during the call and another worker took the job: it will
+            # be sent again (CXone drops the repeat by idOnExternalPlatform)
+            log.warning(
+                "delivered after losing the lease; the job may be delivered again",
+                extra={"mapping": mapping.name, "route": call.route, "outcome": "lease_lost"},
+            )
+            return
         self.delivered += 1
-        gw.metrics.messages.labels(mapping.name, call.channel, call.route, "inbound", "delivered").inc()
+        gw.metrics.messages.labels(
+            mapping.name, call.channel, call.route, "inbound", "delivered"
+        ).inc()
         gw.metrics.delivery_latency.labels(mapping.name, call.action).observe(
             max(0.0, gw.clock() - record.received_at)
         )
@@ -170,33 +220,71 @@ class Workers:
         )
 
     async def _retry(
-        self, job: Job, owner: str, record: InboundJob, call: InboundCall, exc: UpstreamUnavailable
+        self,
+        job: Job,
+        owner: str,
+        record: InboundJob,
+        call: InboundCall,
+        exc: UpstreamError,
+        what: str = "",
     ) -> None:
         gw = self._gw
-        attempts = job.attempts + 1
-        if attempts >= self._policy.settings.max_attempts:
-            await self._dead(job, owner, record, f"out of retries: {exc}", call)
+        attempt = job.attempts + 1  # this attempt's number (1-based)
+        if not self._policy.attempts_left(attempt):
+            await self._dead(
+                job,
+                owner,
+                record,
+                _describe(f"out of retries after {attempt} attempts, last", exc, what),
+                call,
+                status=exc.status,
+                kind="out_of_retries",
+            )
             return
-        delay = self._policy.delay(attempts, exc.retry_after)
-        gw.metrics.retries.labels("cxone", str(exc.status or "connection")).inc()
+        delay = self._policy.delay(attempt, exc.retry_after)
+        gw.metrics.retries.labels("cxone", str(exc.status or exc.code or "connection")).inc()
         await gw.store.retry_later(
-            job, owner, gw.clock() + delay, _attempt(gw, str(exc), status=exc.status)
+            job,
+            owner,
+            gw.clock() + delay,
+            _attempt(gw, _describe("", exc, what), status=exc.status),
         )
 
     async def _dead(
-        self, job: Job, owner: str, record: InboundJob, reason: str, call: InboundCall | None = None
+        self,
+        job: Job,
+        owner: str,
+        record: InboundJob,
+        reason: str,
+        call: InboundCall | None = None,
+        *,
+        status: int | None = None,
+        kind: str,
     ) -> None:
         gw = self._gw
-        gw.metrics.dead_letters.labels(record.mapping, reason.split(":")[0][:40]).inc()
+        if not await gw.store.dead_letter(job, owner, reason, _attempt(gw, reason, status)):
+            return  # lease lost: another worker owns the job now
+        gw.metrics.dead_letters.labels(record.mapping, kind).inc()  # few, stable label values
         log.error(
-            "moved to dead letters: %s", reason,
-            extra={"mapping": record.mapping, "route": call.route if call else None, "outcome": "dead"},
+            "moved to dead letters: %s",
+            reason,
+            extra={
+                "mapping": record.mapping,
+                "route": call.route if call else None,
+                "outcome": "dead",
+            },
         )
-        await gw.store.dead_letter(job, owner, reason, _attempt(gw, reason))
 
 
 def _attempt(gw: Gateway, outcome: str, status: int | None = None) -> dict[str, Any]:
     return {"at": gw.clock(), "outcome": outcome[:500], "status": status}
+
+
+def _describe(prefix: str, exc: UpstreamError, what: str = "") -> str:
+    """Say what went wrong, most telling part first (tables cut long reasons)."""
+    head = f"HTTP {exc.status}" if exc.status is not None else (exc.code or "error")
+    text = f"{what}{exc.message}"
+    return f"{prefix} ({head}): {text}" if prefix else f"{head}: {text}"
 
 
 def _contact_id(body: Any) -> str | None:
