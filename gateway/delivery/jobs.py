@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway import jsonutil
-from gateway.mapping import InboundCall, InboundItem
+from gateway.mapping import CompiledMapping, InboundCall, InboundItem
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,29 @@ class InboundJob:
     index: int
     call: InboundCall | None
     error: str | None = None
+
+    @classmethod
+    def accept(
+        cls,
+        mapping: CompiledMapping,
+        item: InboundItem,
+        now: float,
+        call: InboundCall | None,
+        error: str | None = None,
+    ) -> InboundJob:
+        """The job for one event accepted at intake (ancestors kept only when routes use them)."""
+        keep = mapping.webhook.needs_ancestors
+        return cls(
+            mapping.name,
+            mapping.version,
+            now,
+            item.item,
+            item.parent if keep else None,
+            item.delivery if keep else None,
+            item.index,
+            call,
+            error,
+        )
 
     def encode(self) -> bytes:
         call = self.call
