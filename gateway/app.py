@@ -6,7 +6,15 @@ Middleware order (outermost first), on both listeners:
   3. edge             - IP allow-list (403 before any work), mTLS peer names, body read deadline
 
 Resources are opened by cleanup contexts on the CXone-facing app, in this order and
-closed in reverse: configuration (routing), store, HTTP clients, workers.
+closed in reverse: configuration (routing), certificate checks, store, HTTP clients,
+workers.
+
+mTLS on the CXone listener (`listeners.cxone.tls.client_ca`): with
+`client_certificate: required` the TLS handshake refuses every client without a valid
+certificate, and `client_subjects` is checked for every request (edge middleware).
+With `client_certificate: optional` the handshake still refuses invalid certificates,
+and the BYOC endpoints demand a valid one matching `client_subjects` for integrations
+with `mtls: true` (gateway.cxone.endpoints); health, metrics and status then need none.
 """
 
 from __future__ import annotations
@@ -19,13 +27,16 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway import admin
+from gateway import admin, status_page
+from gateway.certwatch import certificates_ctx
 from gateway.clock import Clock, system_clock
 from gateway.cxone import endpoints as cxone_endpoints
+from gateway.cxone import pages as cxone_pages
 from gateway.cxone.auth import CxoneAuth
 from gateway.cxone.client import CxoneClient
 from gateway.cxone.tokens import FailureThrottle
 from gateway.delivery.store import open_store
+from gateway.delivery.token_cache import StoreTokenCache, token_cache_key
 from gateway.delivery.worker import Workers
 from gateway.edge import edge_middlewares
 from gateway.http import make_session
@@ -97,8 +108,12 @@ def create_apps(settings: Settings, *, clock: Clock = system_clock) -> GatewayAp
     cxone_app[GATEWAY] = gateway
     cxone_app[LISTENER] = "cxone"
     cxone_endpoints.add_routes(cxone_app)
+    cxone_pages.add_routes(cxone_app)  # Action / Reconnect / Remove URLs (admin's browser)
     admin.add_routes(cxone_app)
-    cxone_app.cleanup_ctx.extend([_routing_ctx, _store_ctx, _clients_ctx, _workers_ctx])
+    status_page.add_routes(cxone_app)
+    cxone_app.cleanup_ctx.extend(
+        [_routing_ctx, certificates_ctx, _store_ctx, _clients_ctx, _workers_ctx]
+    )
 
     platform_app = web.Application(
         middlewares=_middlewares("platform", lambda: gateway.settings.platform_listener),
@@ -136,9 +151,17 @@ async def _clients_ctx(app: web.Application) -> AsyncIterator[None]:
     gw = app[GATEWAY]
     s = gw.settings
     cxone_ssl: ssl.SSLContext = client_context(s.cxone.tls)
+    gw.cxone_tls = cxone_ssl  # a reload loads a renewed client certificate into it
     cxone_session = make_session(s.cxone.timeouts, ssl_context=cxone_ssl)
     platform_session = make_session(s.cxone.timeouts)
-    auth = CxoneAuth(cxone_session, s.cxone, clock=gw.clock)
+    # one CXone token for every instance sharing the store (redis: the whole fleet)
+    cache = StoreTokenCache(
+        gw.store,
+        token_cache_key(s.cxone),
+        clock=gw.clock,
+        lock_ttl=max(30.0, 3 * s.cxone.timeouts.total),  # discovery + token + discovery
+    )
+    auth = CxoneAuth(cxone_session, s.cxone, clock=gw.clock, cache=cache)
     try:
         gw.cxone = CxoneClient(cxone_session, s.cxone, auth, clock=gw.clock)
         gw.platform = PlatformClient(platform_session, retry=s.cxone.retry, clock=gw.clock)

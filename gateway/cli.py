@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import importlib
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,10 +44,6 @@ def _parser() -> argparse.ArgumentParser:
         help="only check that secrets are referenced, not that they are set",
     )
 
-    r = sub.add_parser("reload", help="ask a running gateway to reload (SIGHUP)")
-    r.add_argument("--pid-file", type=Path, default=Path("data/gateway.pid"))
-    r.add_argument("--pid", type=int, default=None)
-
     sim = sub.add_parser("sim", help="run a simulator on its own")
     sim.add_argument("which", choices=["cxone", "watering-hole"])
     sim.add_argument("--host", default="127.0.0.1")
@@ -70,7 +65,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-_COMMAND_MODULES = ("gateway.certs",)
+_COMMAND_MODULES = (
+    "gateway.certs",
+    "gateway.trycmd",
+    "gateway.reloadcmd",
+    "gateway.deadletters",
+    "gateway.channels",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -99,8 +100,6 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _serve(args)
     if cmd == "check":
         return _check(args)
-    if cmd == "reload":
-        return _reload(args)
     if cmd == "sim":
         return _sim(args)
     if cmd == "sandbox":
@@ -142,8 +141,14 @@ def _check(args: argparse.Namespace) -> int:
     report = check_paths(paths, check_secrets=not args.no_secrets)
     ok = report.ok
     problems = []
+    certificates = None
     if args.config is not None:
         problems = check_settings_file(args.config, check_secrets=not args.no_secrets)
+        if not problems and not args.no_secrets:  # key passwords are secrets
+            from gateway.certwatch import check_certificates_file
+
+            certificates = check_certificates_file(args.config)
+            problems += certificates.problems
         ok = ok and not problems
     if args.format == "json":
         data = jsonutil.loads(format_report(report, "json"))
@@ -155,6 +160,7 @@ def _check(args: argparse.Namespace) -> int:
                     "ok": not problems,
                     "problems": [p.as_dict() for p in problems],
                     "tests": {"run": 0, "failed": 0, "failures": []},
+                    **(certificates.as_dict() if certificates is not None else {}),
                 }
             )
         data["ok"] = ok
@@ -164,25 +170,10 @@ def _check(args: argparse.Namespace) -> int:
         if args.config is not None:
             status = "ok     " if not problems else "FAILED "
             out += f"\n{status} {args.config}" + "".join(f"\n  {p}" for p in problems)
+            if certificates is not None:
+                out += "".join(f"\n  {line}" for line in certificates.lines())
         print(out)
     return EXIT_OK if ok else EXIT_PROBLEMS
-
-
-def _reload(args: argparse.Namespace) -> int:
-    pid = args.pid
-    if pid is None:
-        try:
-            pid = int(args.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            print(f"error: no running gateway found (cannot read {args.pid_file})", file=sys.stderr)
-            return EXIT_PROBLEMS
-    try:
-        os.kill(pid, signal.SIGHUP)
-    except ProcessLookupError:
-        print(f"error: no process {pid}", file=sys.stderr)
-        return EXIT_PROBLEMS
-    print(f"sent SIGHUP to {pid}; see the gateway's log or /status.json for the outcome")
-    return EXIT_OK
 
 
 def _sim(args: argparse.Namespace) -> int:

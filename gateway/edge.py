@@ -5,14 +5,15 @@ Limits, from the socket inwards (each listener has its own `ListenerSettings`):
 1. aiohttp's protocol layer (`server_kwargs`): request line and header sizes, header
    count, and `keepalive_timeout`, which closes a connection that has not delivered a
    complete request head in time (idle keep-alive and slow-header drips alike).
+   `harden_server` makes its answer to a malformed head a JSON 400 without an echo.
 2. Middlewares, outermost first (`edge_middlewares` builds them in this order):
    `ip_allow_middleware` (allow-list, X-Forwarded-For only from trusted proxies),
-   `peer_subjects_middleware` (mTLS: accepted certificate names),
+   `peer_subjects_middleware` (mTLS: a verified certificate with an accepted name),
    `read_timeout_middleware` (a deadline for reading the body). They answer with
    JSON errors themselves, so their place relative to the error middleware is free.
 3. Handlers read bodies with `read_body_limited`: size limit on the wire and after
    decompression, the deadline above (slow drip -> 408), gzip/deflate only (-> 415).
-   `check_json_depth` bounds nesting after parsing.
+   `check_json_depth` bounds nesting after parsing (MAX_JSON_DEPTH).
 
 Every factory takes either a value or a zero-argument callable returning the current
 value, so a reload that swaps settings takes effect without rebuilding the app.
@@ -24,12 +25,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
+import logging
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeAlias, TypeVar
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+from aiohttp.web_protocol import RequestHandler
 
 from gateway.errors import (
     BadRequest,
@@ -41,7 +44,9 @@ from gateway.errors import (
 )
 from gateway.http_errors import json_error
 from gateway.settings import ListenerSettings
-from gateway.tls import check_peer
+from gateway.tls import require_peer, wants_close
+
+log = logging.getLogger("gateway.edge")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -56,6 +61,9 @@ MAX_HEADERS = 100
 LINGERING_TIME = 2.0
 # Bound on a body read when no listener deadline is set (read_timeout_middleware).
 DEFAULT_READ_TIMEOUT = 10.0
+# Deepest nesting of objects/arrays a JSON body may have (check_json_depth); BYOC and
+# webhook payloads nest a handful of levels, so this only stops pathological input.
+MAX_JSON_DEPTH = 32
 
 _BODY = web.RequestKey("edge_body", bytes)
 _DEADLINE = web.RequestKey("edge_body_deadline", float)
@@ -163,17 +171,29 @@ def ip_allow_middleware(
     return ip_allow
 
 
-def peer_subjects_middleware(allowed: Provider[Sequence[str]]) -> Middleware:
-    """Refuse (403) a client certificate whose CN and DNS/URI SANs are all outside `allowed`."""
-    get_allowed = _getter(allowed)
+def peer_subjects_middleware(
+    allowed: Provider[Sequence[str]], required: Provider[bool] = True
+) -> Middleware:
+    """mTLS per request: a verified client certificate whose CN or DNS/URI SAN is allowed.
+
+    While `required` holds, a request without one gets 403 (`allowed` empty: any name).
+    A connection accepted before the listener asked for certificates is served once and
+    then closed (see tls.require_peer). Either way, a response whose connection must
+    close (`tls.close_after_response`) says so in its headers.
+    """
+    get_allowed, get_required = _getter(allowed), _getter(required)
 
     @web.middleware
     async def peer_subjects(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            check_peer(request, get_allowed())
-        except Forbidden as exc:
-            return json_error(exc.status, exc.code, exc.message)
-        return await handler(request)
+        if get_required():
+            try:
+                require_peer(request, get_allowed())
+            except Forbidden as exc:
+                return json_error(exc.status, exc.code, exc.message)
+        response = await handler(request)
+        if wants_close(request):
+            response.force_close()
+        return response
 
     return peer_subjects
 
@@ -194,13 +214,21 @@ def edge_middlewares(listener: Provider[ListenerSettings]) -> list[Middleware]:
     """The edge middlewares of one listener, outermost first."""
     get = _getter(listener)
 
+    def required() -> bool:
+        # Listener-wide only when every handshake must carry a certificate; with optional
+        # certificates, the integrations that want one check it (tls.require_peer).
+        tls = get().tls
+        return (
+            tls is not None and tls.client_ca is not None and tls.client_certificate == "required"
+        )
+
     def subjects() -> Sequence[str]:
         tls = get().tls
-        return tls.client_subjects if tls is not None and tls.client_ca is not None else ()
+        return tls.client_subjects if tls is not None else ()
 
     return [
         ip_allow_middleware(lambda: get().allow, lambda: get().trusted_proxies),
-        peer_subjects_middleware(subjects),
+        peer_subjects_middleware(subjects, required),
         read_timeout_middleware(lambda: get().read_timeout),
     ]
 
@@ -304,7 +332,7 @@ async def read_body_limited(request: web.BaseRequest, max_bytes: int) -> bytes:
     return body
 
 
-def check_json_depth(value: Any, max_depth: int) -> None:
+def check_json_depth(value: Any, max_depth: int = MAX_JSON_DEPTH) -> None:
     """Raise BadRequest when objects/arrays nest deeper than `max_depth` (top level is 1)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
@@ -321,6 +349,55 @@ def check_json_depth(value: Any, max_depth: int) -> None:
 
 
 # --- server --------------------------------------------------------------------------
+
+
+class _EdgeRequestHandler(RequestHandler):
+    """aiohttp's connection handler, answering malformed requests without echoing them.
+
+    aiohttp answers a request line or header it cannot parse (too long, too many, junk)
+    itself, before any middleware, with plain text quoting the offending bytes, and logs
+    them with a traceback. This answers the gateway's JSON error instead and logs one
+    line without the caller's bytes (they may hold a credential).
+    """
+
+    __slots__ = ()
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status >= 500 or request.writer.output_size > 0:
+            return super().handle_error(request, status, exc, message)
+        log.info(
+            "refused a malformed request from %s (%s)",
+            request.remote,
+            type(exc).__name__ if exc is not None else status,
+        )
+        response = json_error(
+            status, "bad_request", "the request line or headers are malformed or too large"
+        )
+        response.force_close()
+        return response
+
+
+class _EdgeServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        handler = super().__call__()
+        handler.__class__ = _EdgeRequestHandler  # same slots, one method differs
+        return handler
+
+
+def harden_server(server: web.Server | None) -> None:
+    """Make a set-up runner's server answer malformed requests without echoing them.
+
+    Call it with `runner.server` between `runner.setup()` and starting the sites.
+    """
+    if server is None:
+        raise RuntimeError("set the runner up before hardening its server")
+    server.__class__ = _EdgeServer
 
 
 def server_kwargs(listener: ListenerSettings) -> dict[str, Any]:

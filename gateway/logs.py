@@ -24,6 +24,7 @@ _CONTEXT_FIELDS = (
     "platform_id",
     "outcome",
     "duration_ms",
+    "text",  # message text: only through text_for_log, so redacted unless opted in
 )
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "create_metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "advance_counter", "create_metrics"]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
@@ -91,3 +91,12 @@ def create_metrics() -> Metrics:
             "byoc_upstream_errors", "Failed upstream calls", ["upstream", "kind"], registry=r
         ),
     )
+
+
+def advance_counter(counter: Counter, total: float) -> None:
+    """Raise an unlabelled counter to a running total kept elsewhere (never lowers it)."""
+    current = next(
+        (s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total")), 0.0
+    )
+    if total > current:
+        counter.inc(total - current)

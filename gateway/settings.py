@@ -6,6 +6,7 @@ errors) -> `${VAR}` resolution (missing secret: fail closed) -> frozen dataclass
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,9 @@ class RetrySettings:
     deadline: float = 10.0  # for synchronous paths (outbound replies)
 
 
+ClientCertificate = Literal["required", "optional"]
+
+
 @dataclass(frozen=True)
 class TlsServerSettings:
     """TLS for a listener; `client_ca` switches on mTLS."""
@@ -43,8 +47,11 @@ class TlsServerSettings:
     cert_file: Path
     key_file: Path
     key_password: Secret | None = None
-    client_ca: Path | None = None  # set -> client certificates are required
+    client_ca: Path | None = None  # set -> mTLS (client certificates from this CA)
     client_subjects: tuple[str, ...] = ()  # accepted CN / SAN values (empty: any from the CA)
+    # with client_ca: "required" refuses every handshake without a certificate; "optional"
+    # asks for one, refuses bad ones, and leaves the requirement to integrations (`mtls`)
+    client_certificate: ClientCertificate = "required"
 
 
 @dataclass(frozen=True)
@@ -117,7 +124,7 @@ class IntegrationSettings:
     channels: tuple[ChannelBinding, ...]
     integration_id: str | None = None  # CXone's channelIntegrationId
     token_ttl: int = 3600
-    mtls: bool = False
+    mtls: bool = False  # CXone must present a client certificate (listener client_ca)
 
 
 StoreBackend = Literal["memory", "sqlite", "redis"]
@@ -175,7 +182,8 @@ class Settings:
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     admin_token: Secret | None = None  # guards /status and admin pages
     cert_warning_days: int = 30
-    env: Mapping[str, str] | None = None  # environment used to resolve mapping secrets
+    # environment used to resolve mapping secrets; holds secret values, so never shown
+    env: Mapping[str, str] | None = field(default=None, repr=False)
 
     def binding(self, channel_id: str) -> tuple[IntegrationSettings, ChannelBinding] | None:
         for integ in self.integrations:
@@ -209,7 +217,13 @@ def load_settings(path: Path, *, env: Mapping[str, str] | None = None) -> Settin
         for p in problems:
             p.line = doc.line_of(p.where)
         raise ConfigError(problems)
-    return _build(tree, path, env, doc.file)
+    try:
+        return _build(tree, path, env, doc.file)
+    except ConfigError as exc:
+        for p in exc.problems:
+            if p.line is None and p.file == doc.file and p.where:
+                p.line = doc.line_of(p.where)
+        raise
 
 
 def check_settings_file(path: Path, *, check_secrets: bool = True) -> list[Problem]:
@@ -291,30 +305,74 @@ def _tls_client(raw: Mapping[str, Any] | None, base: Path) -> TlsClientSettings:
     )
 
 
-def _listener(raw: Mapping[str, Any] | None, base: Path, default_port: int) -> ListenerSettings:
+def _networks(
+    raw: Mapping[str, Any], key: str, file: str, pointer: str, problems: list[Problem]
+) -> tuple[str, ...]:
+    values = tuple(str(v) for v in raw.get(key, ()))
+    for i, value in enumerate(values):
+        try:
+            ipaddress.ip_network(value.strip(), strict=False)
+        except ValueError:
+            problems.append(
+                Problem(
+                    file,
+                    f"{pointer}/{key}/{i}",
+                    f"{value!r} is not an IP network",
+                    "write an address or a CIDR, e.g. 10.0.0.0/8 or 2001:db8::/32",
+                )
+            )
+    return values
+
+
+def _listener(
+    raw: Mapping[str, Any] | None,
+    base: Path,
+    default_port: int,
+    *,
+    file: str = "gateway.yaml",
+    pointer: str = "",
+    problems: list[Problem] | None = None,
+) -> ListenerSettings:
     raw = raw or {}
+    found: list[Problem] = [] if problems is None else problems
     tls_raw = raw.get("tls")
     tls = None
     if tls_raw:
         cert, key = _path(base, tls_raw["cert_file"]), _path(base, tls_raw["key_file"])
         assert cert is not None and key is not None  # required by the schema
+        client_ca = _path(base, tls_raw.get("client_ca"))
+        if client_ca is None:
+            for name in ("client_subjects", "client_certificate"):
+                if tls_raw.get(name):
+                    found.append(
+                        Problem(
+                            file,
+                            f"{pointer}/tls/{name}",
+                            f"{name} has no effect without client_ca",
+                            "set client_ca to the CA that signs the client certificates",
+                        )
+                    )
         tls = TlsServerSettings(
             cert_file=cert,
             key_file=key,
             key_password=_secret(tls_raw.get("key_password"), "key_password"),
-            client_ca=_path(base, tls_raw.get("client_ca")),
+            client_ca=client_ca,
             client_subjects=tuple(tls_raw.get("client_subjects", ())),
+            client_certificate=tls_raw.get("client_certificate", "required"),
         )
-    return ListenerSettings(
+    listener = ListenerSettings(
         host=str(raw.get("host", "127.0.0.1")),
         port=int(raw.get("port", default_port)),
         public_url=raw.get("public_url"),
         tls=tls,
-        allow=tuple(raw.get("allow", ())),
-        trusted_proxies=tuple(raw.get("trusted_proxies", ())),
+        allow=_networks(raw, "allow", file, pointer, found),
+        trusted_proxies=_networks(raw, "trusted_proxies", file, pointer, found),
         max_body_bytes=int(raw.get("max_body_bytes", 1_048_576)),
         read_timeout=float(raw.get("read_timeout", 10.0)),
     )
+    if problems is None and found:
+        raise ConfigError(found)
+    return listener
 
 
 def _build(
@@ -394,6 +452,29 @@ def _build(
                 mtls=bool(it.get("mtls", False)),
             )
         )
+    listeners = tree.get("listeners", {})
+    platform_listener = _listener(
+        listeners.get("platform"),
+        base,
+        8080,
+        file=file,
+        pointer="/listeners/platform",
+        problems=problems,
+    )
+    cxone_listener = _listener(
+        listeners.get("cxone"), base, 8443, file=file, pointer="/listeners/cxone", problems=problems
+    )
+    if cxone_listener.tls is None or cxone_listener.tls.client_ca is None:
+        for i, integ in enumerate(integrations):
+            if integ.mtls:
+                problems.append(
+                    Problem(
+                        file,
+                        f"/integrations/{i}/mtls",
+                        "mtls needs client certificates, but listeners.cxone.tls has no client_ca",
+                        "set listeners.cxone.tls.client_ca (see docs/security.md)",
+                    )
+                )
     if problems:
         raise ConfigError(problems)
     data_dir = _path(base, tree.get("data_dir", "data")) or base / "data"
@@ -414,12 +495,11 @@ def _build(
     )
     ob = tree.get("outbound", {})
     lg = tree.get("logging", {})
-    listeners = tree.get("listeners", {})
     return Settings(
         source=path,
         mappings_dir=_path(base, tree.get("mappings_dir", "mappings")) or base / "mappings",
-        platform_listener=_listener(listeners.get("platform"), base, 8080),
-        cxone_listener=_listener(listeners.get("cxone"), base, 8443),
+        platform_listener=platform_listener,
+        cxone_listener=cxone_listener,
         cxone=cxone,
         integrations=tuple(integrations),
         store=store,

@@ -10,7 +10,10 @@ Hot reload: `reload_server_context` loads the new certificate into the *same*
 `SSLContext` the listening socket uses. New handshakes get the new certificate; open
 connections keep the one they negotiated. A CA can be added to `client_ca` this way,
 but OpenSSL cannot forget a CA: one removed from `client_ca` stays trusted until the
-process restarts (a warning says so).
+process restarts (a warning says so). Listeners never resume TLS sessions, so a
+tightened client_ca / verify mode applies to every new connection, and each connection
+records whether its handshake asked for a certificate (`require_peer` serves one made
+before mTLS was switched on once more, then closes it).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from cryptography import x509
@@ -196,12 +199,36 @@ def _ca_pem(path: Path) -> str:
 # --- contexts --------------------------------------------------------------------------
 
 
+class _ServerConnection(ssl.SSLObject):
+    """A server-side TLS connection that remembers whether its handshake asks for a certificate.
+
+    OpenSSL copies the verify mode into each connection when it is created, so a reload
+    that switches mTLS on leaves the connections accepted before it as they were; this
+    tells them apart (`client_certificate_state`). Unknown means asked: fail closed.
+    """
+
+    asks_for_certificate = True
+
+    @classmethod
+    def _create(cls, *args: Any, **kwargs: Any) -> Any:
+        conn = super()._create(*args, **kwargs)  # type: ignore[misc]  # what wrap_bio calls
+        conn.asks_for_certificate = conn.context.verify_mode != ssl.CERT_NONE
+        return conn
+
+
 def _base_server_context() -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(CIPHERS)
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    # No session resumption: OpenSSL resumes a session made before a reload without
+    # checking it against the new client_ca / verify mode, so a client that connected
+    # before mTLS was switched on could go on without a certificate. Keep-alive makes
+    # the extra full handshakes cheap.
+    ctx.options |= ssl.OP_NO_TICKET
+    ctx.num_tickets = 0
+    ctx.sslobject_class = _ServerConnection
     return ctx
 
 
@@ -216,7 +243,13 @@ def _configure_server(ctx: ssl.SSLContext, tls: TlsServerSettings, material: Key
         ctx.load_verify_locations(cadata=ca)
     except ssl.SSLError as exc:
         raise _problem(client_ca, f"OpenSSL refuses the CA ({exc.reason})") from None
-    ctx.verify_mode = ssl.CERT_REQUIRED  # expired or foreign client certificates fail here
+    # Either way, a certificate that is presented must verify: expired or foreign client
+    # certificates fail the handshake. "optional" also lets clients without one in, and
+    # leaves the requirement to the integrations (`require_peer`).
+    if tls.client_certificate == "optional":
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+    else:
+        ctx.verify_mode = ssl.CERT_REQUIRED
 
 
 def server_context(tls: TlsServerSettings) -> ssl.SSLContext:
@@ -249,6 +282,14 @@ def reload_server_context(ctx: ssl.SSLContext, tls: TlsServerSettings) -> None:
     log.info("reloaded TLS certificate %s", tls.cert_file)
 
 
+def _client_files(tls: TlsClientSettings) -> tuple[Path, Path] | None:
+    cert_file = tls.cert_file or tls.key_file
+    key_file = tls.key_file or tls.cert_file  # one file may hold both (PEM or PKCS#12)
+    if cert_file is None or key_file is None:
+        return None
+    return cert_file, key_file
+
+
 def client_context(tls: TlsClientSettings) -> ssl.SSLContext:
     """Build a context for outgoing calls; server verification is always on.
 
@@ -264,11 +305,24 @@ def client_context(tls: TlsClientSettings) -> ssl.SSLContext:
             ctx.load_verify_locations(cadata=_ca_pem(tls.ca_file))
         except ssl.SSLError as exc:
             raise _problem(tls.ca_file, f"OpenSSL refuses the CA ({exc.reason})") from None
-    cert_file = tls.cert_file or tls.key_file
-    key_file = tls.key_file or tls.cert_file  # one file may hold both (PEM or PKCS#12)
-    if cert_file is not None and key_file is not None:
-        _load_chain_into(ctx, load_material(cert_file, key_file, tls.key_password), key_file)
+    files = _client_files(tls)
+    if files is not None:
+        _load_chain_into(ctx, load_material(files[0], files[1], tls.key_password), files[1])
     return ctx
+
+
+def reload_client_context(ctx: ssl.SSLContext, tls: TlsClientSettings) -> None:
+    """Load a renewed client certificate (and added CAs) into a live outgoing context.
+
+    New connections present the new certificate; pooled ones keep theirs until they
+    close. Everything is checked first: on any error raise and leave `ctx` untouched.
+    """
+    client_context(tls)  # proves every file loads
+    files = _client_files(tls)
+    if files is not None:
+        _load_chain_into(ctx, load_material(files[0], files[1], tls.key_password), files[1])
+    if tls.ca_file is not None:
+        ctx.load_verify_locations(cadata=_ca_pem(tls.ca_file))
 
 
 # --- peer check ------------------------------------------------------------------------
@@ -302,6 +356,58 @@ def check_peer(request: web.BaseRequest, allowed: Sequence[str]) -> None:
     names = peer_names(request)
     if not any(_name_matches(name, pattern) for name in names for pattern in allowed):
         raise Forbidden("client certificate not accepted", code="client_certificate_rejected")
+
+
+PeerState = Literal["verified", "missing", "not_asked"]
+_CLOSE_AFTER = web.RequestKey("tls_close_after", bool)
+
+
+def client_certificate_state(request: web.BaseRequest) -> PeerState:
+    """Whether the connection has a verified client certificate.
+
+    "not_asked": the connection was accepted before the listener asked for certificates
+    (mTLS switched on by a reload since); "missing": asked, or no TLS, and none verified.
+    """
+    transport = request.transport
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    if ssl_object is None:
+        return "missing"
+    if ssl_object.getpeercert():  # empty unless OpenSSL verified it
+        return "verified"
+    return "missing" if getattr(ssl_object, "asks_for_certificate", True) else "not_asked"
+
+
+def require_peer(request: web.BaseRequest, allowed: Sequence[str]) -> None:
+    """Raise Forbidden unless a verified, unexpired client certificate with an allowed name.
+
+    A connection accepted before the listener asked for certificates (mTLS switched on
+    by a reload) is let through this once and closed after its response, so clients
+    reconnect under the new rules without a failed request.
+    """
+    state = client_certificate_state(request)
+    if state == "not_asked":
+        close_after_response(request)
+        return
+    if state == "missing":
+        raise Forbidden("a client certificate is required", code="client_certificate_required")
+    check_peer(request, allowed)
+    transport = request.transport
+    cert: Any = transport.get_extra_info("peercert") if transport is not None else None
+    if cert and ssl.cert_time_to_seconds(cert["notAfter"]) < system_clock():
+        # expired since the handshake of this (long) keep-alive connection
+        close_after_response(request)
+        raise Forbidden("the client certificate has expired", code="client_certificate_expired")
+
+
+def close_after_response(request: web.BaseRequest) -> None:
+    """Close the connection once the current response is sent."""
+    request[_CLOSE_AFTER] = True
+    request.protocol.close()
+
+
+def wants_close(request: web.BaseRequest) -> bool:
+    """Whether `close_after_response` was called for this request."""
+    return bool(request.get(_CLOSE_AFTER, False))
 
 
 # --- inspection and expiry -------------------------------------------------------------
@@ -471,7 +577,7 @@ class CertificateWatcher:
         self,
         sources: Callable[[], Iterable[CertSource]],
         *,
-        warn_days: float,
+        warn_days: float | Callable[[], float],
         interval: float = 3600.0,
         metrics: CertMetrics | None = None,
         clock: Clock = system_clock,
@@ -486,6 +592,7 @@ class CertificateWatcher:
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self.latest: tuple[CertInfo, ...] = ()
+        self.latest_problems: tuple[Problem, ...] = ()
 
     def _inspect(self) -> tuple[list[CertInfo], list[Problem]]:
         return _collect(list(self._sources()), self._clock())
@@ -493,12 +600,14 @@ class CertificateWatcher:
     def _publish(self, infos: list[CertInfo], problems: list[Problem]) -> list[str]:
         for problem in problems:
             log.error("cannot inspect certificate: %s", problem)
-        warnings = expiry_warnings(infos, self._warn_days)
+        warn_days = self._warn_days() if callable(self._warn_days) else self._warn_days
+        warnings = expiry_warnings(infos, warn_days)
         for line in warnings:
             log.warning("%s", line)
         if self._metrics is not None:
             self._metrics.update(infos)
         self.latest = tuple(infos)
+        self.latest_problems = tuple(problems)
         if self._on_check is not None:
             self._on_check(infos, warnings)
         return warnings
@@ -506,6 +615,10 @@ class CertificateWatcher:
     def check(self) -> list[str]:
         """Inspect now (blocking file reads) and return the warnings."""
         return self._publish(*self._inspect())
+
+    async def check_async(self) -> list[str]:
+        """Inspect now, reading the files off the event loop; return the warnings."""
+        return self._publish(*await asyncio.to_thread(self._inspect))
 
     def start(self) -> None:
         """Start checking in the background, beginning now."""

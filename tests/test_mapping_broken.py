@@ -135,7 +135,7 @@ webhook: {path: /w, signature: {scheme: none, allow_unsigned: true}}
         (
             "outbound:\n  - name: r\n    request: {method: POTS, path: /x}\n",
             "/outbound/0/request/method",
-            "'POTS' is not allowed here",
+            "'POTS' is not an HTTP method",
         ),
         (
             "outbound:\n  - name: r\n    request: {path: /x, url: 'https://x'}\n",

@@ -62,6 +62,13 @@ def ev(source: str, data: Any = None, context: EvalContext | None = None) -> Any
         ("to_str(x)", {}, None),
         ("from_json(s).a", {"s": '{"a": [1]}'}, [1]),
         ("starts_with(s, 'cnv_')", {"s": "cnv_1"}, True),
+        ("entries(@)", {"a": 1, "b": [2]}, [{"key": "a", "value": 1}, {"key": "b", "value": [2]}]),
+        ("entries(x)", {}, None),
+        (
+            "entries(@)[?starts_with(key, 'MediaUrl')].value",
+            {"NumMedia": "2", "MediaUrl0": "u0", "MediaType0": "t", "MediaUrl1": "u1"},
+            ["u0", "u1"],
+        ),
     ],
 )
 def test_functions(source: str, data: Any, expected: Any) -> None:
@@ -147,3 +154,10 @@ def test_runtime_errors_are_readable(source: str, data: Any, reason: str) -> Non
 )
 def test_truthiness(value: Any, expected: bool) -> None:
     assert truthy(value) is expected
+
+
+def test_now_iso_ms_reads_the_mapping_clock() -> None:
+    from gateway.mapping.values import fixed_clock
+
+    with fixed_clock(lambda: 1764158400.25):
+        assert ev("now_iso_ms()") == "2025-11-26T12:00:00.250Z"

@@ -472,3 +472,50 @@ def test_reroute_from_a_stored_item(nested: CompiledMapping) -> None:
     first, second = nested.route_inbound(item), nested.route_inbound(again)
     assert isinstance(first, InboundCall) and isinstance(second, InboundCall)
     assert first.fields["author_name"] == second.fields["author_name"] == "Ann"
+
+
+def test_a_templated_method_must_give_an_http_method(tmp_path: Path) -> None:
+    text = (
+        (FIXTURES / "minimal.yaml")
+        .read_text()
+        .replace(
+            'path: "/chats/{{ thread_id }}/send"',
+            "method: \"{{ 'PUT' if text == 'put' else text }}\"\n      path: /x",
+        )
+    )
+    path = tmp_path / "method.yaml"
+    path.write_text(text, encoding="utf-8")
+    mapping = load_mapping(path, check_secrets=False)
+    assert mapping.route_outbound(reply("dm", "put")).requests[0].method == "PUT"
+    assert mapping.route_outbound(reply("dm", "delete")).requests[0].method == "DELETE"
+    with pytest.raises(MappingRuntimeError, match=r"request.method rendered to 'HEAD'"):
+        mapping.route_outbound(reply("dm", "head"))
+
+
+def test_inbound_numeric_ids_become_text_in_fields_and_body(minimal: CompiledMapping) -> None:
+    payload = {"kind": "msg", "chat": 42, "id": 7, "text": "t", "ts": 1, "from": 5}
+    (call,) = route_all(minimal, payload)
+    assert isinstance(call, InboundCall)
+    assert call.fields["thread_id"] == "42" and call.fields["author_id"] == "5"
+    assert call.body["idOnExternalPlatform"] == "7"
+    assert call.body["authorEndUserIdentity"] == {"idOnExternalPlatform": "5"}
+
+
+@pytest.mark.parametrize(
+    ("attachment", "reason"),
+    [
+        (
+            {"url": "https://f/a.pdf?sig=1", "friendlyName": "a.pdf"},
+            "does not take application/pdf",
+        ),
+        ({"url": "https://f/x/scan.pdf"}, "does not take application/pdf"),
+        ({"url": "https://f/blob", "friendlyName": "blob"}, "type is unknown"),
+    ],
+)
+def test_attachment_types_are_told_by_the_extension(
+    nested: CompiledMapping, attachment: dict[str, Any], reason: str
+) -> None:
+    with pytest.raises(UnprocessableEntity, match=reason):
+        nested.route_outbound(reply("dm", "x", attachments=[attachment]))
+    ok = {"url": "https://f/photo.JPG", "friendlyName": "photo.JPG"}
+    assert nested.route_outbound(reply("dm", "x", attachments=[ok])).requests

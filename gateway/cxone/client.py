@@ -74,8 +74,13 @@ class CxoneClient:
         body: Any | None = None,
         *,
         params: Mapping[str, str] | None = None,
+        refetch_on_401: bool = True,
     ) -> CxoneResult:
-        """Make one call to `{dfo base}{path}`; refetch the token and retry once on a 401."""
+        """Make one call to `{dfo base}{path}`; refetch the token and retry once on a 401.
+
+        `refetch_on_401=False` is for calls whose 401 is about something else than the
+        gateway's token (a one-time token): it must not cost the gateway its token.
+        """
         if not path.startswith("/"):
             raise ValueError(f"CXone path must start with '/': {path!r}")
         base = await self.auth.resolve_api_base()
@@ -84,7 +89,7 @@ class CxoneClient:
         what = f"{method} {path}"
         token = await self.auth.token()
         status, headers, raw = await self._send(method, url, what, data, token, params)
-        if status == 401:  # CXone drops tokens early sometimes: fetch a new one, once
+        if status == 401 and refetch_on_401:  # CXone drops tokens early: fetch anew, once
             self.auth.invalidate(token)
             log.info("CXone refused the token on %s; fetching a new one", what)
             token = await self.auth.token()
@@ -195,7 +200,8 @@ class CxoneClient:
             "token": token,
             "purpose": "channel-integration",
         }
-        result = await self.call("POST", "/one-time-token/verification", body)
+        # a 401 here refuses the one-time token, not ours
+        result = await self.call("POST", "/one-time-token/verification", body, refetch_on_401=False)
         if not isinstance(result.body, dict):
             raise UpstreamRejected(
                 UPSTREAM,

@@ -7,6 +7,7 @@ delivered twice within the idempotency window posts once and gets the same answe
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import time
@@ -15,12 +16,15 @@ from typing import Any, Literal
 from aiohttp import web
 
 from gateway import jsonutil
+from gateway.cxone import threads
 from gateway.delivery.worker import THREAD_CHANNEL_NS
-from gateway.edge import read_body_limited
-from gateway.errors import BadRequest, NotFound, RequestError
+from gateway.edge import check_json_depth, client_ip, read_body_limited
+from gateway.errors import BadRequest, GatewayError, NotFound, RequestError
 from gateway.keys import GATEWAY
-from gateway.mapping import OutboundContext, PlatformResponse
-from gateway.settings import IntegrationSettings
+from gateway.logs import text_for_log
+from gateway.mapping import CompiledMapping, OutboundContext, OutboundPlan, PlatformResponse
+from gateway.settings import IntegrationSettings, LoggingSettings
+from gateway.tls import require_peer
 
 log = logging.getLogger("gateway.cxone")
 
@@ -43,7 +47,8 @@ def add_routes(app: web.Application) -> None:
 async def token_endpoint(request: web.Request) -> web.Response:
     """Issue a bearer token (OAuth2 client credentials; JSON, form or Basic auth)."""
     gw = request.app[GATEWAY]
-    source = request.remote or "?"
+    listener = gw.settings.cxone_listener
+    source = str(client_ip(request, listener.trusted_proxies) or request.remote or "?")
     delay = gw.throttle.penalty(source)
     if delay:
         await asyncio.sleep(delay)  # slow down guessing; bounded (see FailureThrottle)
@@ -52,13 +57,25 @@ async def token_endpoint(request: web.Request) -> web.Response:
         _, client_id, secret = gw.issuer.parse_request(
             request.content_type, raw, request.headers.get("Authorization")
         )
+        integ = gw.issuer.integration_of(client_id)
+        if integ is not None and integ.mtls:
+            # before the secret is looked at: without the certificate, no guessing either
+            _require_certificate(request)
         grant = gw.issuer.issue(client_id, secret)
-    except RequestError:
+    except RequestError as exc:
         gw.throttle.failed(source)
         gw.metrics.tokens_issued.labels("refused").inc()
+        # who and why, never what was sent (it may be a secret, or a near miss of one)
+        log.info("token request from %s refused: %s", source, exc.code, extra={"outcome": exc.code})
         raise
     gw.throttle.succeeded(source)
     gw.metrics.tokens_issued.labels("issued").inc()
+    log.debug(
+        "issued a token to integration %s, valid %d s",
+        integ.name if integ is not None else "?",
+        grant.expires_in,
+        extra={"outcome": "issued"},
+    )
     return web.Response(
         body=jsonutil.dumps(
             {
@@ -99,12 +116,16 @@ async def sender_action(request: web.Request) -> web.Response:
     routing = gw.routing
     channel_id = request.match_info["channelId"]
     mapping, role = _resolve(routing, integ, channel_id)
+    params = dict(request.match_info)
+    alias = await threads.platform_thread(gw.store, mapping.name, role, params["threadId"])
+    if alias is not None:  # a proactive conversation: the platform knows it by its own id
+        params["threadId"] = alias
     ctx = OutboundContext(
         kind="sender_action",
         endpoint="sender_action",
         channel=role,
         channel_id=channel_id,
-        params=dict(request.match_info),
+        params=params,
         body=body,
     )
     plan = mapping.route_outbound(ctx)
@@ -114,6 +135,7 @@ async def sender_action(request: web.Request) -> web.Response:
             upstream=mapping.name,
             timeouts=mapping.platform.timeouts,
             deadline=gw.settings.outbound.deadline,
+            ssl_context=gw.platform_tls.get(mapping.name),
             error_of=mapping.platform_error,
         )
     gw.metrics.messages.labels(mapping.name, role, plan.route, "sender_action", "sent").inc()
@@ -121,7 +143,16 @@ async def sender_action(request: web.Request) -> web.Response:
 
 
 def _authenticate(request: web.Request) -> IntegrationSettings:
-    return request.app[GATEWAY].issuer.verify(request.headers.get("Authorization"))
+    integ = request.app[GATEWAY].issuer.verify(request.headers.get("Authorization"))
+    if integ.mtls:
+        _require_certificate(request)
+    return integ
+
+
+def _require_certificate(request: web.Request) -> None:
+    """403 unless the connection has a verified client certificate with an accepted name."""
+    tls = request.app[GATEWAY].settings.cxone_listener.tls
+    require_peer(request, tls.client_subjects if tls is not None else ())
 
 
 async def _read(request: web.Request, limit: int) -> bytes:
@@ -137,6 +168,7 @@ async def _json_body(request: web.Request) -> Any:
     body = jsonutil.loads(raw)
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object", code="invalid_json")
+    check_json_depth(body)
     return body
 
 
@@ -170,6 +202,18 @@ async def _legacy_channel(
             return known.decode()
     if len(integ.channels) == 1:
         return integ.channels[0].id
+    # an unknown thread is a proactive message, which only a channel with an outbound
+    # flow can send (specs/cxone-byoc.md 1.3): when one channel has it, it is that one
+    mappings = gw.routing.mappings
+    outbound = [
+        ch.id
+        for ch in integ.channels
+        if ch.mapping in mappings
+        and ch.role in mappings[ch.mapping].channels
+        and mappings[ch.mapping].channels[ch.role].cxone.get("hasOutboundFlow")
+    ]
+    if len(outbound) == 1:
+        return outbound[0]
     raise BadRequest(
         "cannot tell which channel this reply is for: the body names no channel and the thread "
         "is unknown",
@@ -196,15 +240,28 @@ async def _reply(
     gw = request.app[GATEWAY]
     routing = gw.routing  # one snapshot for the whole request
     mapping, role = _resolve(routing, integ, channel_id)
+    cxone_thread = threads.thread_of(body) or params.get("postId")
+    routed_body, routed_params = body, params
+    if cxone_thread is not None:
+        alias = await threads.platform_thread(gw.store, mapping.name, role, cxone_thread)
+        if alias is not None:  # a later reply in a proactive conversation
+            if threads.thread_of(body) is not None:
+                routed_body = threads.with_thread(body, alias)
+            if params.get("postId") == cxone_thread:
+                routed_params = {**params, "postId": alias}
     ctx = OutboundContext(
         kind="reply",
         endpoint=endpoint,
         channel=role,
         channel_id=channel_id,
-        params=params,
-        body=body,
+        params=routed_params,
+        body=routed_body,
     )
-    plan = mapping.route_outbound(ctx)
+    try:
+        plan = mapping.route_outbound(ctx)
+    except GatewayError:
+        gw.metrics.messages.labels(mapping.name, role, "unrouted", "outbound", "failed").inc()
+        raise
     fingerprint = hashlib.sha256(
         channel_id.encode() + b"\x00" + endpoint.encode() + b"\x00" + jsonutil.dumps(body)
     ).hexdigest()
@@ -221,19 +278,36 @@ async def _reply(
     header = mapping.platform.idempotency_header
     responses: list[PlatformResponse] = []
     started = time.monotonic()
-    for i, req in enumerate(plan.requests):
-        part_key = key if len(plan.requests) == 1 else f"{key}.{i}"
-        responses.append(
-            await gw.platform.send(
-                req,
-                upstream=mapping.name,
-                timeouts=mapping.platform.timeouts,
-                deadline=gw.settings.outbound.deadline,
-                idempotency=(header, part_key) if header else None,
-                error_of=mapping.platform_error,
+    try:
+        for i, req in enumerate(plan.requests):
+            part_key = key if len(plan.requests) == 1 else f"{key}.{i}"
+            responses.append(
+                await gw.platform.send(
+                    req,
+                    upstream=mapping.name,
+                    timeouts=mapping.platform.timeouts,
+                    deadline=gw.settings.outbound.deadline,
+                    idempotency=(header, part_key) if header else None,
+                    ssl_context=gw.platform_tls.get(mapping.name),
+                    error_of=mapping.platform_error,
+                )
             )
+        result = mapping.complete_outbound(plan, responses)
+    except GatewayError as exc:
+        gw.metrics.messages.labels(mapping.name, role, plan.route, "outbound", "failed").inc()
+        log.warning(
+            "reply failed: %s",
+            exc,
+            extra={
+                "mapping": mapping.name,
+                "channel": channel_id,
+                "route": plan.route,
+                "cxone_id": cxone_thread,
+                "outcome": "failed",
+                "duration_ms": round((time.monotonic() - started) * 1000, 1),
+            },
         )
-    result = mapping.complete_outbound(plan, responses)
+        raise
     if window:
         await gw.store.kv_set(REPLY_NS, fingerprint, jsonutil.dumps(result), window)
     thread_id = plan.fields.get("thread_id")
@@ -241,6 +315,11 @@ async def _reply(
         await gw.store.kv_set(
             THREAD_CHANNEL_NS, f"{mapping.name}\x1f{thread_id}", channel_id.encode(), 30 * 86400.0
         )
+        platform_thread = _platform_thread(mapping, plan, responses, result)
+        if platform_thread is not None and platform_thread != thread_id:
+            # a proactive message opened a conversation: later replies and the user's
+            # answers must find each other (gateway.cxone.threads)
+            await threads.remember(gw.store, mapping.name, role, thread_id, platform_thread)
     gw.metrics.messages.labels(mapping.name, role, plan.route, "outbound", "sent").inc()
     log.info(
         "reply sent",
@@ -248,8 +327,42 @@ async def _reply(
             "mapping": mapping.name,
             "channel": channel_id,
             "route": plan.route,
+            "cxone_id": cxone_thread,
+            "platform_id": _message_id(result),
             "outcome": "sent",
+            "text": _text_for_log(plan.fields.get("text"), gw.settings.logging),
             "duration_ms": round((time.monotonic() - started) * 1000, 1),
         },
     )
     return result
+
+
+def _platform_thread(
+    mapping: CompiledMapping,
+    plan: OutboundPlan,
+    responses: list[PlatformResponse],
+    result: dict[str, Any],
+) -> str | None:
+    """The platform conversation a reply went to, as the DFO 3.0 answer names it.
+
+    The legacy answer names no thread, so for it the DFO 3.0 answer is rendered too
+    (from the same responses, nothing is sent) to read the route's platform_thread_id.
+    """
+    if plan.ctx.endpoint != "outbound":
+        ctx = dataclasses.replace(plan.ctx, endpoint="outbound")
+        try:
+            result = mapping.complete_outbound(dataclasses.replace(plan, ctx=ctx), responses)
+        except GatewayError:
+            return None
+    return threads.thread_of(result)
+
+
+def _message_id(result: dict[str, Any]) -> str | None:
+    message = result.get("message")
+    value = message.get("idOnExternalPlatform") if isinstance(message, dict) else None
+    value = value if value is not None else result.get("idOnExternalPlatform")
+    return value if isinstance(value, str) else None
+
+
+def _text_for_log(text: Any, settings: LoggingSettings) -> str | None:
+    return text_for_log(text, settings.log_message_text) if isinstance(text, str) else None

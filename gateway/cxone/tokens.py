@@ -13,7 +13,7 @@ import secrets
 import urllib.parse
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
@@ -21,6 +21,7 @@ import jwt
 from gateway import jsonutil
 from gateway.clock import Clock, system_clock
 from gateway.errors import BadRequest, RequestError, Unauthorized
+from gateway.secrets import Secret
 from gateway.settings import IntegrationSettings
 
 _ISSUER = "byoc-gateway"
@@ -34,8 +35,8 @@ class InvalidClient(RequestError):
 
 @dataclass(frozen=True)
 class TokenGrant:
-    access_token: str
-    expires_in: int
+    access_token: str = field(repr=False)  # a bearer credential: never in a repr
+    expires_in: int = 0
 
 
 def _oauth_error(
@@ -86,6 +87,12 @@ class TokenIssuer:
         self._by_client = {i.client_id: i for i in integrations}
         self._by_name = {i.name: i for i in integrations}
         self._clock = clock
+        # compared against for unknown client ids, so both paths do the same work
+        self._decoy = (Secret(secrets.token_urlsafe(32), "decoy"),)
+
+    def integration_of(self, client_id: str) -> IntegrationSettings | None:
+        """The integration a client id belongs to (client ids are not secret)."""
+        return self._by_client.get(client_id)
 
     def parse_request(
         self, content_type: str, raw: bytes, authorization: str | None
@@ -149,8 +156,9 @@ class TokenIssuer:
     def issue(self, client_id: str, client_secret: str) -> TokenGrant:
         """Check the client's credentials and sign a token; InvalidClient otherwise."""
         integ = self._by_client.get(client_id)
-        # Compare against every secret even for unknown clients, so timing says nothing.
-        candidates = integ.client_secrets if integ else ()
+        # Constant-time comparisons against every secret (both during a rotation), and a
+        # decoy for unknown clients, so timing tells nothing about the secrets.
+        candidates = integ.client_secrets if integ else self._decoy
         ok = False
         for secret in candidates:
             ok |= secret.matches(client_secret)
@@ -199,7 +207,11 @@ class TokenIssuer:
                     "verify_exp": False,  # checked below against the injectable clock
                 },
             )
-            if float(claims["exp"]) <= self._clock():
+            try:
+                expires = float(claims["exp"])
+            except (TypeError, ValueError):
+                raise jwt.InvalidTokenError("exp is not a number") from None
+            if expires <= self._clock():
                 raise jwt.ExpiredSignatureError("expired")
         except jwt.ExpiredSignatureError:
             raise Unauthorized(

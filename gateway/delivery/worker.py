@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from gateway.cxone import threads as thread_alias
 from gateway.delivery.jobs import InboundJob, thread_key
 from gateway.delivery.store import Job
 from gateway.errors import (
@@ -166,8 +167,9 @@ class Workers:
         except UpstreamError as exc:  # no token: an outage of ours, not the message's fault
             await self._retry(job, owner, record, call, exc, "CXone authentication failed: ")
             return
+        body = await thread_alias.for_cxone(gw.store, call)  # proactive: on CXone's thread
         try:
-            result = await gw.cxone.call(call.method, path, call.body)
+            result = await gw.cxone.call(call.method, path, body)
         except UpstreamUnavailable as exc:
             await self._retry(job, owner, record, call, exc)
             return

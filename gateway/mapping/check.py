@@ -50,8 +50,9 @@ class CheckReport:
         return not self.problems and all(f.ok for f in self.files)
 
 
-def check_paths(paths: Sequence[Path], *, check_secrets: bool = True,
-                env: Mapping[str, str] | None = None) -> CheckReport:
+def check_paths(
+    paths: Sequence[Path], *, check_secrets: bool = True, env: Mapping[str, str] | None = None
+) -> CheckReport:
     """Check mapping files and directories of mapping files (not recursive)."""
     report = CheckReport()
     files: list[Path] = []
@@ -59,14 +60,21 @@ def check_paths(paths: Sequence[Path], *, check_secrets: bool = True,
         if path.is_dir():
             found = mapping_files(path)
             if not found:
-                report.problems.append(Problem(str(path), "", "no *.yaml or *.yml files here",
-                                               "point check at a mapping or a folder of them"))
+                report.problems.append(
+                    Problem(
+                        str(path),
+                        "",
+                        "no *.yaml or *.yml files here",
+                        "point check at a mapping or a folder of them",
+                    )
+                )
             files.extend(found)
         elif path.is_file():
             files.append(path)
         else:
-            report.problems.append(Problem(str(path), "", "no such file or directory",
-                                           "check the path"))
+            report.problems.append(
+                Problem(str(path), "", "no such file or directory", "check the path")
+            )
     seen: set[Path] = set()
     loaded: list[CompiledMapping] = []
     by_source: dict[str, FileReport] = {}
@@ -107,15 +115,19 @@ def format_report(report: CheckReport, fmt: Literal["text", "json"] = "text") ->
         lines.append(f"FAILED  {entry.path}{name}")
         lines.extend(f"  {p}" for p in entry.problems)
         for failure in entry.failures:
-            lines.append(f"  {failure.file}:{failure.line} at {failure.where}: test "
-                         f"{failure.test!r} failed: {failure.reason}")
+            lines.append(
+                f"  {failure.file}:{failure.line} at {failure.where}: test "
+                f"{failure.test!r} failed: {failure.reason}"
+            )
             lines.extend(f"      {d}" for d in failure.diff.splitlines())
         if entry.mapping is not None:
-            lines.append(f"  {entry.tests_run - entry.tests_failed} of {entry.tests_run} "
-                         "test(s) passed")
+            lines.append(
+                f"  {entry.tests_run - entry.tests_failed} of {entry.tests_run} test(s) passed"
+            )
     failed = sum(1 for f in report.files if not f.ok)
-    lines.append(f"{len(report.files)} file(s) checked: {len(report.files) - failed} ok, "
-                 f"{failed} failed")
+    lines.append(
+        f"{len(report.files)} file(s) checked: {len(report.files) - failed} ok, {failed} failed"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -129,8 +141,11 @@ def _as_dict(report: CheckReport) -> dict[str, Any]:
                 "mapping": f.mapping,
                 "ok": f.ok,
                 "problems": [p.as_dict() for p in f.problems],
-                "tests": {"run": f.tests_run, "failed": f.tests_failed,
-                          "failures": [x.as_dict() for x in f.failures]},
+                "tests": {
+                    "run": f.tests_run,
+                    "failed": f.tests_failed,
+                    "failures": [x.as_dict() for x in f.failures],
+                },
             }
             for f in report.files
         ],

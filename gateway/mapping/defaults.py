@@ -46,7 +46,8 @@ def cxone_defaults(path: Path = DEFAULTS_PATH) -> CxoneDefaults:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise MappingError(
-            problems_for(path, f"cannot read the CXone defaults ({exc.strerror})")) from None
+            problems_for(path, f"cannot read the CXone defaults ({exc.strerror})")
+        ) from None
     tree, _ = load_yaml(text, problems)
     if problems:
         raise MappingError(problems.items)
@@ -90,8 +91,9 @@ def _parse(tree: Any, problems: Problems) -> CxoneDefaults | None:
             problems.add(f"/outbound/extract/{name}", exc.reason, exc.fix)
     responses = outbound.get("responses") or {}
     compiled = {
-        endpoint: compile_template(body, f"/outbound/responses/{endpoint}", problems.add,
-                                   label="response")
+        endpoint: compile_template(
+            body, f"/outbound/responses/{endpoint}", problems.add, label="response"
+        )
         for endpoint, body in responses.items()
     }
     return CxoneDefaults(actions, tuple(extract), responses, compiled)

@@ -111,6 +111,12 @@ class CustomFunctions(jmespath.functions.Functions):  # type: ignore[misc]
                 return element
         return None
 
+    @_signature({"types": ["object", "null"]})
+    def _func_entries(self, value: dict[str, Any] | None) -> list[dict[str, Any]] | None:
+        if value is None:
+            return None
+        return [{"key": k, "value": v} for k, v in value.items()]
+
     @_signature({"types": [], "variadic": True})
     def _func_concat(self, *parts: Any) -> str:
         return "".join(values.to_str(p) or "" for p in parts)
@@ -127,6 +133,10 @@ class CustomFunctions(jmespath.functions.Functions):  # type: ignore[misc]
             return jsonutil.loads(text)
         except BadRequest:
             raise ValueError("from_json() got text that is not JSON") from None
+
+    @_signature()
+    def _func_now_iso_ms(self) -> str:
+        return values.current_iso_ms()
 
     @_signature()
     def _func_vars(self) -> dict[str, Any]:
@@ -250,7 +260,7 @@ def compile_expr(source: str, where: str) -> Expr:
         raise ExpressionSyntaxError(
             f"JMESPath syntax error{at}{near}: {detail} in `{source}`",
             "check the expression; quote string literals with 'single quotes', literal "
-            "values with `backticks`, and keys holding dots or dashes with \"double quotes\"",
+            'values with `backticks`, and keys holding dots or dashes with "double quotes"',
         ) from None
     except jmespath.exceptions.JMESPathError as exc:
         raise ExpressionSyntaxError(f"JMESPath error in `{source}`: {exc}", "") from None
@@ -297,8 +307,7 @@ def _check_functions(node: Any, source: str) -> None:
 _NEVER = Expr("`null`", jmespath.compile("`null`"), "")
 
 
-def compile_or_report(source: str, pointer: str,
-                      report: Callable[[str, str, str], None]) -> Expr:
+def compile_or_report(source: str, pointer: str, report: Callable[[str, str, str], None]) -> Expr:
     """Compile, or report the problem at `pointer` and return an expression giving null."""
     try:
         return compile_expr(source, pointer)

@@ -11,7 +11,7 @@ from gateway.errors import MappingRuntimeError
 from gateway.mapping.expressions import EvalContext, Expr, ExpressionError, evaluation
 from gateway.mapping.model import Action, Ignored, InboundCall, InboundItem
 from gateway.mapping.templates import Node, RenderError
-from gateway.mapping.values import to_str
+from gateway.mapping.values import exact_ids, to_str
 
 NO_ROUTE = "(no route)"
 
@@ -45,8 +45,13 @@ def extract(pairs: tuple[tuple[str, Expr], ...], data: Any) -> dict[str, Any]:
 class InboundRouter:
     """Route inbound items of one mapping."""
 
-    def __init__(self, mapping: str, variables: Mapping[str, Any],
-                 routes: tuple[InboundRoute, ...], dedupe: Expr | None) -> None:
+    def __init__(
+        self,
+        mapping: str,
+        variables: Mapping[str, Any],
+        routes: tuple[InboundRoute, ...],
+        dedupe: Expr | None,
+    ) -> None:
         self.mapping = mapping
         self.vars = variables
         self.routes = routes
@@ -64,7 +69,7 @@ class InboundRouter:
             if chosen.ignore or chosen.action is None:
                 return Ignored(self.mapping, chosen.name, dedupe_key)
             try:
-                fields = extract(chosen.extract, item.item)
+                fields = exact_ids(extract(chosen.extract, item.item))
             except ExpressionError as exc:
                 raise MappingRuntimeError(self.mapping, chosen.name, str(exc)) from None
         return self._render(chosen, chosen.action, fields, dedupe_key)
@@ -89,13 +94,15 @@ class InboundRouter:
                 raise MappingRuntimeError(self.mapping, route.name, f"when: {exc}") from None
         return None
 
-    def _render(self, route: InboundRoute, action: Action, fields: dict[str, Any],
-                dedupe_key: str | None) -> InboundCall:
+    def _render(
+        self, route: InboundRoute, action: Action, fields: dict[str, Any], dedupe_key: str | None
+    ) -> InboundCall:
         missing = [name for name in route.required if name not in fields]
         if missing:
             sources = "; ".join(f"{n}: `{_source(route, n)}`" for n in missing)
             raise MappingRuntimeError(
-                self.mapping, route.name,
+                self.mapping,
+                route.name,
                 f"required field(s) {', '.join(missing)} came out empty ({sources})",
             )
         assert route.body is not None  # compiled together with the action
@@ -109,9 +116,16 @@ class InboundRouter:
         if message_id is not None and "{message_id}" in path:
             path = path.replace("{message_id}", quote(message_id, safe=""))
         return InboundCall(
-            mapping=self.mapping, route=route.name, channel=route.channel, action=action,
-            thread_id=thread_id, message_id=message_id, dedupe_key=dedupe_key,
-            method=route.method, path=path, body=body if isinstance(body, dict) else {},
+            mapping=self.mapping,
+            route=route.name,
+            channel=route.channel,
+            action=action,
+            thread_id=thread_id,
+            message_id=message_id,
+            dedupe_key=dedupe_key,
+            method=route.method,
+            path=path,
+            body=body if isinstance(body, dict) else {},
             fields=fields,
         )
 

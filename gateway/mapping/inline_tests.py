@@ -31,6 +31,7 @@ from gateway.mapping.model import (
     PlatformRequest,
     PlatformResponse,
     TestFailure,
+    mask_url,
 )
 from gateway.mapping.templates import fixed_clock
 
@@ -55,8 +56,17 @@ def run_inline_tests(m: CompiledMapping) -> list[TestFailure]:
             with fixed_clock(lambda: TEST_NOW):
                 _run_one(twin, test)
         except _Mismatch as exc:
-            failures.append(TestFailure(m.name, str(test.get("name", index)), m.source, where,
-                                        m.lines.line(where), exc.reason, exc.diff))
+            failures.append(
+                TestFailure(
+                    m.name,
+                    str(test.get("name", index)),
+                    m.source,
+                    where,
+                    m.lines.line(where),
+                    exc.reason,
+                    exc.diff,
+                )
+            )
     return failures
 
 
@@ -94,16 +104,19 @@ def _run_one(m: CompiledMapping, test: Mapping[str, Any]) -> None:
     except Exception as exc:  # a bug must fail the test, never the whole check
         raise _Mismatch(f"crashed: {type(exc).__name__}: {exc}") from None
     if expected_error is not None:
-        raise _Mismatch(f"expected an error ({_describe_error(expected_error)}) but the run "
-                        "succeeded", _diff({"error": expected_error}, {"result": actual}))
+        raise _Mismatch(
+            f"expected an error ({_describe_error(expected_error)}) but the run succeeded",
+            _diff({"error": expected_error}, {"result": actual}),
+        )
     if "expect" not in test:
         raise _Mismatch("the test has no `expect` (or `expect_error`)")
     expected = test["expect"]
     kind = "inbound" if "inbound" in test else "other"
     projected = _project(actual, expected, kind)
     if _dump(projected) != _dump(_strip_match(expected)):
-        raise _Mismatch("the result differs from `expect`",
-                        _diff(_strip_match(expected), projected))
+        raise _Mismatch(
+            "the result differs from `expect`", _diff(_strip_match(expected), projected)
+        )
 
 
 def _describe_error(spec: Mapping[str, Any]) -> str:
@@ -127,18 +140,25 @@ def _inbound(m: CompiledMapping, spec: Mapping[str, Any]) -> list[dict[str, Any]
         payload = spec["body"]
     else:
         raise BadRequest("the inbound test needs `body` or `raw`")
-    return [_call_view(m.route_inbound(item))
-            for item in m.split(payload, headers=headers, query=query)]
+    return [
+        _call_view(m.route_inbound(item)) for item in m.split(payload, headers=headers, query=query)
+    ]
 
 
 def _call_view(result: InboundCall | Ignored) -> dict[str, Any]:
     if isinstance(result, Ignored):
         return {"route": result.route, "ignored": True, "dedupe_key": result.dedupe_key}
     return {
-        "route": result.route, "ignored": False, "channel": result.channel,
-        "action": result.action, "thread_id": result.thread_id,
-        "message_id": result.message_id, "dedupe_key": result.dedupe_key,
-        "method": result.method, "path": result.path, "fields": dict(result.fields),
+        "route": result.route,
+        "ignored": False,
+        "channel": result.channel,
+        "action": result.action,
+        "thread_id": result.thread_id,
+        "message_id": result.message_id,
+        "dedupe_key": result.dedupe_key,
+        "method": result.method,
+        "path": result.path,
+        "fields": dict(result.fields),
         "body": result.body,
     }
 
@@ -148,19 +168,24 @@ def _outbound(m: CompiledMapping, spec: Mapping[str, Any], expect: Any) -> dict[
     ctx = OutboundContext(
         kind=kind,
         endpoint=spec.get("endpoint", "outbound" if kind == "reply" else "sender_action"),
-        channel=spec["channel"], channel_id=spec.get("channel_id", "test-channel"),
-        params=dict(spec.get("params") or {}), body=spec.get("body", {}),
+        channel=spec["channel"],
+        channel_id=spec.get("channel_id", "test-channel"),
+        params=dict(spec.get("params") or {}),
+        body=spec.get("body", {}),
     )
     plan = m.route_outbound(ctx)
     view: dict[str, Any] = {
-        "route": plan.route, "fields": dict(plan.fields),
+        "route": plan.route,
+        "fields": dict(plan.fields),
         "requests": [_request_view(m, r) for r in plan.requests],
     }
     answers = spec.get("platform_responses") or (
-        [spec["platform_response"]] if "platform_response" in spec else [])
+        [spec["platform_response"]] if "platform_response" in spec else []
+    )
     if answers:
-        responses = [_response(answers[min(i, len(answers) - 1)])
-                     for i in range(len(plan.requests))]
+        responses = [
+            _response(answers[min(i, len(answers) - 1)]) for i in range(len(plan.requests))
+        ]
         view["response"] = m.complete_outbound(plan, responses)
     elif isinstance(expect, Mapping) and "response" in expect:
         raise _Mismatch("`expect.response` needs `platform_response` in the test's outbound")
@@ -173,8 +198,9 @@ def _response(spec: Mapping[str, Any]) -> PlatformResponse:
 
 def _request_view(m: CompiledMapping, request: PlatformRequest) -> dict[str, Any]:
     base = m.platform.base_url.rstrip("/")
-    path = request.url[len(base):] if request.url.startswith(base) else request.url
     masked = {n.lower() for n in request.masked} | _AUTH_HEADERS
+    url = mask_url(request.url, {n.lower() for n in request.masked})
+    path = url[len(base) :] if url.startswith(base) else url
     headers = {k: ("***" if k.lower() in masked else v) for k, v in request.headers.items()}
     body: Any = None
     if request.body is not None:
@@ -189,8 +215,12 @@ def _request_view(m: CompiledMapping, request: PlatformRequest) -> dict[str, Any
 
 
 def _handshake(m: CompiledMapping, spec: Mapping[str, Any]) -> dict[str, Any] | None:
-    reply = m.handshake(spec.get("method", "GET"), dict(spec.get("query") or {}),
-                        dict(spec.get("headers") or {}), spec.get("body"))
+    reply = m.handshake(
+        spec.get("method", "GET"),
+        dict(spec.get("query") or {}),
+        dict(spec.get("headers") or {}),
+        spec.get("body"),
+    )
     if reply is None:
         return None
     text = reply.body.decode()
@@ -207,16 +237,24 @@ def _project(actual: Any, expected: Any, kind: str) -> Any:
     return actual
 
 
-def _pairs(actual: list[Any], expected: list[Any], data_keys: set[str],
-           inherited: bool = False) -> list[Any]:
-    out = [_select(a, e, data_keys, inherited)
-           if isinstance(a, Mapping) and isinstance(e, Mapping) else a
-           for a, e in zip(actual, expected, strict=False)]
-    return out + [_summary(a) for a in actual[len(expected):]]
+def _pairs(
+    actual: list[Any], expected: list[Any], data_keys: set[str], inherited: bool = False
+) -> list[Any]:
+    out = [
+        _select(a, e, data_keys, inherited)
+        if isinstance(a, Mapping) and isinstance(e, Mapping)
+        else a
+        for a, e in zip(actual, expected, strict=False)
+    ]
+    return out + [_summary(a) for a in actual[len(expected) :]]
 
 
-def _select(actual: Mapping[str, Any], expected: Mapping[str, Any],
-            data_keys: set[str], inherited: bool = False) -> dict[str, Any]:
+def _select(
+    actual: Mapping[str, Any],
+    expected: Mapping[str, Any],
+    data_keys: set[str],
+    inherited: bool = False,
+) -> dict[str, Any]:
     subset = expected.get("match", "subset" if inherited else "exact") == "subset"
     out: dict[str, Any] = {}
     for key, wanted in expected.items():
@@ -246,8 +284,9 @@ def _subset(actual: Any, expected: Any) -> Any:
 
 def _summary(actual: Any) -> Any:
     if isinstance(actual, Mapping):
-        return {k: actual[k] for k in ("route", "ignored", "action", "method", "path")
-                if k in actual}
+        return {
+            k: actual[k] for k in ("route", "ignored", "action", "method", "path") if k in actual
+        }
     return actual
 
 
@@ -264,11 +303,13 @@ def _strip_match(expected: Any) -> Any:
 
 
 def _dump(value: Any) -> str:
-    return yaml.safe_dump(value, sort_keys=True, allow_unicode=True, default_flow_style=False,
-                          width=100)
+    return yaml.safe_dump(
+        value, sort_keys=True, allow_unicode=True, default_flow_style=False, width=100
+    )
 
 
 def _diff(expected: Any, actual: Any) -> str:
-    lines = difflib.unified_diff(_dump(expected).splitlines(), _dump(actual).splitlines(),
-                                 "expected", "actual", lineterm="")
+    lines = difflib.unified_diff(
+        _dump(expected).splitlines(), _dump(actual).splitlines(), "expected", "actual", lineterm=""
+    )
     return "\n".join(lines)

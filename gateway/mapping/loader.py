@@ -108,14 +108,19 @@ def load_yaml(text: str, problems: Problems) -> tuple[Any, LineMap]:
     try:
         node = loader.get_single_node()
         if node is None:
-            problems.add("", "the file is empty", "write a mapping: name, platform, channels, ...",
-                         line=1)
+            problems.add(
+                "", "the file is empty", "write a mapping: name, platform, channels, ...", line=1
+            )
             return None, LineMap()
         loader.record(node, "")
         if loader.recursive:
             where, line = loader.recursive[0]
-            problems.add(where, "a YAML alias refers to one of its own parents",
-                         "copy the values instead of using a recursive alias", line=line)
+            problems.add(
+                where,
+                "a YAML alias refers to one of its own parents",
+                "copy the values instead of using a recursive alias",
+                line=line,
+            )
             return None, LineMap(loader.lines)
         data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
@@ -125,8 +130,10 @@ def load_yaml(text: str, problems: Problems) -> tuple[Any, LineMap]:
             reason = f"YAML syntax error: {exc.problem} ({exc.context})"
         fix = "check the indentation and quoting on this line and the one before it"
         if "mapping values are not allowed" in reason or "found character" in reason:
-            fix = ("quote a value that holds ': ' or starts with {, [, `, *, &, ! or % "
-                   "(e.g. 'a.b[].{x: y}'), or fix the indentation")
+            fix = (
+                "quote a value that holds ': ' or starts with {, [, `, *, &, ! or % "
+                "(e.g. 'a.b[].{x: y}'), or fix the indentation"
+            )
         problems.add("", reason, fix, line=mark.line + 1 if mark else None)
         return None, LineMap()
     except yaml.YAMLError as exc:
@@ -137,12 +144,19 @@ def load_yaml(text: str, problems: Problems) -> tuple[Any, LineMap]:
     lines = LineMap(loader.lines)
     problems.lines = lines
     for pointer, line in loader.duplicates:
-        problems.add(pointer, f"the key {pointer.rsplit('/', 1)[1]!r} appears twice",
-                     "keep one of them (YAML would silently use the last one)", line=line)
+        problems.add(
+            pointer,
+            f"the key {pointer.rsplit('/', 1)[1]!r} appears twice",
+            "keep one of them (YAML would silently use the last one)",
+            line=line,
+        )
     bad_key = _non_string_key(data, "")
     if bad_key is not None:
-        problems.add(bad_key[0], f"the key {bad_key[1]!r} is not a string",
-                     "quote the key, e.g. \"on\": or \"404\":")
+        problems.add(
+            bad_key[0],
+            f"the key {bad_key[1]!r} is not a string",
+            'quote the key, e.g. "on": or "404":',
+        )
     return data, lines
 
 

@@ -50,16 +50,18 @@ class CompiledMapping:
     _base_dir: Path = field(repr=False)
 
     def __repr__(self) -> str:
-        return f"CompiledMapping(name={self.name!r}, source={self.source!r}, " \
-               f"version={self.version!r})"
+        return (
+            f"CompiledMapping(name={self.name!r}, source={self.source!r}, version={self.version!r})"
+        )
 
     # -- platform side ------------------------------------------------------------------
     def parse_body(self, raw: bytes, content_type: str | None) -> Any:
         """Parse a webhook body (BadRequest on junk)."""
         return self._parts.webhook.parse_body(raw, content_type)
 
-    def handshake(self, method: str, query: Mapping[str, str], headers: Mapping[str, str],
-                  body: Any | None) -> HandshakeReply | None:
+    def handshake(
+        self, method: str, query: Mapping[str, str], headers: Mapping[str, str], body: Any | None
+    ) -> HandshakeReply | None:
         """Answer a subscription handshake; None when the request is not one."""
         return self._parts.webhook.handshake(method, query, headers, body)
 
@@ -67,15 +69,15 @@ class CompiledMapping:
         """Render `webhook.response` for an accepted delivery, if any."""
         return self._parts.webhook.sync_response(payload)
 
-    def split(self, payload: Any, *, headers: Mapping[str, str],
-              query: Mapping[str, str]) -> list[InboundItem]:
+    def split(
+        self, payload: Any, *, headers: Mapping[str, str], query: Mapping[str, str]
+    ) -> list[InboundItem]:
         """Split a delivery into items (`webhook.foreach`)."""
         return self._parts.webhook.split(payload, headers=headers, query=query)
 
     def route_inbound(self, item: InboundItem) -> InboundCall | Ignored:
         """Route one item to a CXone call or an ignore (MappingRuntimeError on failure)."""
-        if not item.parents and item.delivery is not None and \
-                len(self._parts.webhook.levels) > 1:
+        if not item.parents and item.delivery is not None and len(self._parts.webhook.levels) > 1:
             item = self._restore_ancestors(item)
         return self._parts.inbound.route(item)
 
@@ -95,10 +97,20 @@ class CompiledMapping:
         """Route a CXone reply / sender action to platform requests (NoRoute -> 422)."""
         return self._parts.outbound.route(ctx)
 
-    def complete_outbound(self, plan: OutboundPlan,
-                          responses: Sequence[PlatformResponse]) -> dict[str, Any]:
+    def complete_outbound(
+        self, plan: OutboundPlan, responses: Sequence[PlatformResponse]
+    ) -> dict[str, Any]:
         """Check the platform's answers and render CXone's response body."""
         return self._parts.outbound.complete(plan, responses)
+
+    def check_response(self, plan: OutboundPlan, response: PlatformResponse) -> None:
+        """Raise the error one platform answer stands for: non-2xx, or `success` false.
+
+        UpstreamUnavailable (retry it: 408, 429, 5xx, or `retryable`) or UpstreamRejected
+        (final). Call it on each answer as it comes, so the parts of a split reply after a
+        refused one are never sent.
+        """
+        self._parts.outbound.check(plan, response)
 
     def platform_error(self, response: PlatformResponse) -> UpstreamError:
         """Build the error for a non-2xx platform answer using `platform.error`."""
@@ -119,54 +131,102 @@ class CompiledMapping:
         """This mapping compiled with placeholders (inline tests never depend on the env)."""
         if self._placeholders:
             return self
-        return _build(dict(self._tree), self.lines, Problems(self.source, self.lines),
-                      source=self.source, version=self.version, base_dir=self._base_dir,
-                      env=None, check_secrets=False)
+        return _build(
+            dict(self._tree),
+            self.lines,
+            Problems(self.source, self.lines),
+            source=self.source,
+            version=self.version,
+            base_dir=self._base_dir,
+            env=None,
+            check_secrets=False,
+        )
 
 
-def load_mapping(path: Path, *, env: Mapping[str, str] | None = None,
-                 check_secrets: bool = True) -> CompiledMapping:
+def load_mapping(
+    path: Path, *, env: Mapping[str, str] | None = None, check_secrets: bool = True
+) -> CompiledMapping:
     """Load and compile one mapping file; raise MappingError listing every problem."""
     problems = Problems(str(path))
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise MappingError(Problem(str(path), "", f"cannot read the file ({exc.strerror})",
-                                   "check the path")) from None
+        raise MappingError(
+            Problem(str(path), "", f"cannot read the file ({exc.strerror})", "check the path")
+        ) from None
     version = hashlib.sha256(data).hexdigest()[:12]
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise MappingError(Problem(str(path), "", f"the file is not UTF-8 (byte {exc.start})",
-                                   "save the file as UTF-8")) from None
+        raise MappingError(
+            Problem(
+                str(path), "", f"the file is not UTF-8 (byte {exc.start})", "save the file as UTF-8"
+            )
+        ) from None
     tree, lines = load_yaml(text, problems)
     if problems or not schema.validate(tree, problems):
         raise MappingError(problems.items)
-    return _build(tree, lines, problems, source=str(path), version=version,
-                  base_dir=path.parent, env=env, check_secrets=check_secrets)
+    return _build(
+        tree,
+        lines,
+        problems,
+        source=str(path),
+        version=version,
+        base_dir=path.parent,
+        env=env,
+        check_secrets=check_secrets,
+    )
 
 
-def _build(tree: dict[str, Any], lines: LineMap, problems: Problems, *, source: str,
-           version: str, base_dir: Path, env: Mapping[str, str] | None,
-           check_secrets: bool) -> CompiledMapping:
+def _build(
+    tree: dict[str, Any],
+    lines: LineMap,
+    problems: Problems,
+    *,
+    source: str,
+    version: str,
+    base_dir: Path,
+    env: Mapping[str, str] | None,
+    check_secrets: bool,
+) -> CompiledMapping:
     defaults = cxone_defaults()
-    resolved, placeholders = resolve(tree, problems, env=env, base_dir=base_dir,
-                                     check_secrets=check_secrets)
+    resolved, placeholders = resolve(
+        tree, problems, env=env, base_dir=base_dir, check_secrets=check_secrets
+    )
     secret_problems = list(problems.items)
     unresolved = placeholders | {p.where for p in secret_problems}
-    parts = compile_tree(resolved, problems, base_dir=base_dir, placeholders=unresolved,
-                         defaults=defaults, placeholders_mode=not check_secrets)
+    parts = compile_tree(
+        resolved,
+        problems,
+        base_dir=base_dir,
+        placeholders=unresolved,
+        defaults=defaults,
+        placeholders_mode=not check_secrets,
+    )
     if problems:
         # a missing secret also empties the value it was in: drop the echoes of that
-        raise MappingError(secret_problems + [
-            p for p in problems.items[len(secret_problems):]
-            if not any(_related(p.where, q.where) for q in secret_problems)
-        ])
+        raise MappingError(
+            secret_problems
+            + [
+                p
+                for p in problems.items[len(secret_problems) :]
+                if not any(_related(p.where, q.where) for q in secret_problems)
+            ]
+        )
     return CompiledMapping(
-        name=parts.name, source=source, version=version, description=parts.description,
-        vars=parts.vars, platform=parts.platform, channels=parts.channels,
-        webhook=parts.webhook.spec, tests=tuple(tree.get("tests") or ()), lines=lines,
-        _parts=parts, _tree=copy.deepcopy(tree), _placeholders=not check_secrets,
+        name=parts.name,
+        source=source,
+        version=version,
+        description=parts.description,
+        vars=parts.vars,
+        platform=parts.platform,
+        channels=parts.channels,
+        webhook=parts.webhook.spec,
+        tests=tuple(tree.get("tests") or ()),
+        lines=lines,
+        _parts=parts,
+        _tree=copy.deepcopy(tree),
+        _placeholders=not check_secrets,
         _base_dir=base_dir,
     )
 
@@ -177,8 +237,11 @@ def _related(a: str, b: str) -> bool:
 
 def mapping_files(directory: Path) -> list[Path]:
     """The mapping files of a directory (*.yaml, *.yml), sorted by name."""
-    return sorted(p for p in directory.iterdir()
-                  if p.is_file() and p.suffix in (".yaml", ".yml") and not p.name.startswith("."))
+    return sorted(
+        p
+        for p in directory.iterdir()
+        if p.is_file() and p.suffix in (".yaml", ".yml") and not p.name.startswith(".")
+    )
 
 
 def duplicate_problems(mappings: Sequence[CompiledMapping]) -> list[Problem]:
@@ -189,24 +252,42 @@ def duplicate_problems(mappings: Sequence[CompiledMapping]) -> list[Problem]:
     for m in mappings:
         first = names.setdefault(m.name, m)
         if first is not m:
-            problems.append(Problem(m.source, "/name", f"the name {m.name!r} is already used "
-                                    f"by {first.source}", "give every mapping its own name",
-                                    m.lines.line("/name")))
+            problems.append(
+                Problem(
+                    m.source,
+                    "/name",
+                    f"the name {m.name!r} is already used by {first.source}",
+                    "give every mapping its own name",
+                    m.lines.line("/name"),
+                )
+            )
         first = paths.setdefault(m.webhook.path, m)
         if first is not m:
-            problems.append(Problem(m.source, "/webhook/path", f"the webhook path "
-                                    f"{m.webhook.path!r} is already used by {first.source}",
-                                    "give every mapping its own webhook path",
-                                    m.lines.line("/webhook/path")))
+            problems.append(
+                Problem(
+                    m.source,
+                    "/webhook/path",
+                    f"the webhook path {m.webhook.path!r} is already used by {first.source}",
+                    "give every mapping its own webhook path",
+                    m.lines.line("/webhook/path"),
+                )
+            )
     return problems
 
 
-def load_mapping_dir(directory: Path, *, env: Mapping[str, str] | None = None,
-                     check_secrets: bool = True) -> dict[str, CompiledMapping]:
+def load_mapping_dir(
+    directory: Path, *, env: Mapping[str, str] | None = None, check_secrets: bool = True
+) -> dict[str, CompiledMapping]:
     """Load every mapping of a directory; one MappingError collects all files' problems."""
     if not directory.is_dir():
-        raise MappingError(Problem(str(directory), "", "not a directory",
-                                   "point mappings_dir at the folder holding the *.yaml files"))
+        raise MappingError(
+            Problem(
+                str(directory),
+                "",
+                "not a directory",
+                "point mappings_dir at the folder holding the *.yaml files",
+            )
+        )
     problems: list[Problem] = []
     loaded: list[CompiledMapping] = []
     for path in mapping_files(directory):

@@ -178,8 +178,10 @@ class PlatformRequest:
         masked = {m.lower() for m in self.masked} | {"authorization", "proxy-authorization"}
         headers = {k: ("***" if k.lower() in masked else v) for k, v in self.headers.items()}
         size = "None" if self.body is None else f"<{len(self.body)} bytes>"
-        return (f"PlatformRequest(method={self.method!r}, url={mask_url(self.url, masked)!r}, "
-                f"headers={headers!r}, body={size})")
+        return (
+            f"PlatformRequest(method={self.method!r}, url={mask_url(self.url, masked)!r}, "
+            f"headers={headers!r}, body={size})"
+        )
 
     __str__ = __repr__
 
@@ -189,8 +191,10 @@ def mask_url(url: str, names: set[str]) -> str:
     parts = urlsplit(url)
     if not parts.query:
         return url
-    pairs = [(k, "***" if k.lower() in names else v)
-             for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    pairs = [
+        (k, "***" if k.lower() in names else v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    ]
     return urlunsplit(parts._replace(query=urlencode(pairs, safe="*")))
 
 
@@ -234,5 +238,11 @@ class TestFailure:
         return f"{text}\n{self.diff}" if self.diff else text
 
     def as_dict(self) -> dict[str, Any]:
-        return {"test": self.test, "file": self.file, "where": self.where, "line": self.line,
-                "reason": self.reason, "diff": self.diff}
+        return {
+            "test": self.test,
+            "file": self.file,
+            "where": self.where,
+            "line": self.line,
+            "reason": self.reason,
+            "diff": self.diff,
+        }

@@ -26,7 +26,7 @@ from gateway.mapping.model import (
 )
 from gateway.mapping.request import RequestTemplate
 from gateway.mapping.templates import Node, RenderError
-from gateway.mapping.values import to_str
+from gateway.mapping.values import exact_ids, guess_content_type, to_str
 
 ROOT_KEYS = ("kind", "endpoint", "channel", "channel_id", "params", "body")
 
@@ -75,10 +75,17 @@ def split_text(text: str, limit: int) -> list[str]:
 class OutboundRouter:
     """Route CXone calls of one mapping to the platform and back."""
 
-    def __init__(self, mapping: str, variables: Mapping[str, Any],
-                 base_extract: tuple[tuple[str, Expr], ...], routes: tuple[OutboundRoute, ...],
-                 platform: PlatformSpec, channels: Mapping[str, ChannelSpec],
-                 error_code: Expr | None, error_message: Expr | None) -> None:
+    def __init__(
+        self,
+        mapping: str,
+        variables: Mapping[str, Any],
+        base_extract: tuple[tuple[str, Expr], ...],
+        routes: tuple[OutboundRoute, ...],
+        platform: PlatformSpec,
+        channels: Mapping[str, ChannelSpec],
+        error_code: Expr | None,
+        error_message: Expr | None,
+    ) -> None:
         self.mapping = mapping
         self.vars = variables
         self.base_extract = base_extract
@@ -91,8 +98,14 @@ class OutboundRouter:
 
     def route(self, ctx: OutboundContext) -> OutboundPlan:
         """Pick the route for a CXone call and render its platform request(s)."""
-        root = {"kind": ctx.kind, "endpoint": ctx.endpoint, "channel": ctx.channel,
-                "channel_id": ctx.channel_id, "params": dict(ctx.params), "body": ctx.body}
+        root = {
+            "kind": ctx.kind,
+            "endpoint": ctx.endpoint,
+            "channel": ctx.channel,
+            "channel_id": ctx.channel_id,
+            "params": dict(ctx.params),
+            "body": ctx.body,
+        }
         if ctx.channel not in self.channels:
             raise NoRoute(f"the mapping {self.mapping!r} has no channel {ctx.channel!r}")
         with evaluation(EvalContext(self.vars, (), ctx.body)):
@@ -126,8 +139,9 @@ class OutboundRouter:
                 raise MappingRuntimeError(self.mapping, chosen.name, str(exc)) from None
         return OutboundPlan(self.mapping, chosen.name, ctx, fields, tuple(requests))
 
-    def _choose(self, root: dict[str, Any],
-                base: dict[str, Any]) -> tuple[OutboundRoute, dict[str, Any]]:
+    def _choose(
+        self, root: dict[str, Any], base: dict[str, Any]
+    ) -> tuple[OutboundRoute, dict[str, Any]]:
         for route in self.routes:
             try:
                 fields = {**base, **extract(route.extract, root)} if route.extract else base
@@ -135,8 +149,10 @@ class OutboundRouter:
                     return route, fields
             except ExpressionError as exc:
                 raise MappingRuntimeError(self.mapping, route.name, str(exc)) from None
-        raise NoRoute(f"no outbound route of mapping {self.mapping!r} matches this "
-                      f"{root['kind']} on channel {root['channel']!r}")
+        raise NoRoute(
+            f"no outbound route of mapping {self.mapping!r} matches this "
+            f"{root['kind']} on channel {root['channel']!r}"
+        )
 
     def _check_attachments(self, role: str, fields: Mapping[str, Any]) -> None:
         attachments = fields.get("attachments")
@@ -144,61 +160,97 @@ class OutboundRouter:
             return
         limits = self.channels[role].attachments
         if limits is None:
-            raise UnprocessableEntity(f"the {role!r} channel takes no attachments",
-                                      code="attachment_not_allowed")
+            raise UnprocessableEntity(
+                f"the {role!r} channel takes no attachments", code="attachment_not_allowed"
+            )
         if limits.max_count is not None and len(attachments) > limits.max_count:
             raise UnprocessableEntity(
                 f"the {role!r} channel takes at most {limits.max_count} attachment(s)",
-                code="attachment_not_allowed")
-        for item in attachments:
+                code="attachment_not_allowed",
+            )
+        for number, item in enumerate(attachments, 1):
             if not isinstance(item, dict):
                 continue
-            kind, size = item.get("content_type"), item.get("size_bytes")
-            if isinstance(kind, str) and limits.content_types and not any(
-                    fnmatch.fnmatchcase(kind.lower(), p) for p in limits.content_types):
+            size = item.get("size_bytes")
+            if limits.content_types:
+                kind = item.get("content_type")
+                if not isinstance(kind, str) or not kind:
+                    # CXone sends only {url, friendlyName}: the extension tells the type
+                    kind = guess_content_type(
+                        item.get("name"),
+                        item.get("friendlyName"),
+                        item.get("filename"),
+                        item.get("url"),
+                    )
+                if kind is None:
+                    raise UnprocessableEntity(
+                        f"attachment {number}: its type is unknown (no content_type and no "
+                        f"known file extension); the {role!r} channel takes only "
+                        f"{', '.join(limits.content_types)}",
+                        code="attachment_not_allowed",
+                    )
+                kind = kind.split(";", 1)[0].strip().lower()
+                if not any(fnmatch.fnmatchcase(kind, p) for p in limits.content_types):
+                    raise UnprocessableEntity(
+                        f"attachment {number}: the {role!r} channel does not take {kind} "
+                        f"attachments (it takes {', '.join(limits.content_types)})",
+                        code="attachment_not_allowed",
+                    )
+            if isinstance(size, int) and limits.max_bytes is not None and size > limits.max_bytes:
                 raise UnprocessableEntity(
-                    f"the {role!r} channel does not take {kind} attachments",
-                    code="attachment_not_allowed")
-            if isinstance(size, int) and limits.max_bytes is not None \
-                    and size > limits.max_bytes:
-                raise UnprocessableEntity(
-                    f"the {role!r} channel takes attachments up to {limits.max_bytes} bytes",
-                    code="attachment_not_allowed")
+                    f"attachment {number}: the {role!r} channel takes attachments up to "
+                    f"{limits.max_bytes} bytes",
+                    code="attachment_not_allowed",
+                )
 
     def complete(self, plan: OutboundPlan, responses: Sequence[PlatformResponse]) -> dict[str, Any]:
         """Check the platform's answers, extract `result`, render CXone's response body."""
         route = self.by_name.get(plan.route)
         if route is None or not responses:
-            raise MappingRuntimeError(self.mapping, plan.route, "nothing to complete: no route "
-                                      "or no platform response")
+            raise MappingRuntimeError(
+                self.mapping, plan.route, "nothing to complete: no route or no platform response"
+            )
         for response in responses:
-            if not 200 <= response.status < 300:
-                raise self.error_for(response)
-            self._check_success(route, response)
+            self.check(plan, response)
         last = responses[-1]
         try:
             results = extract(route.result, last.body) if route.result else {}
         except ExpressionError as exc:
             raise MappingRuntimeError(self.mapping, route.name, f"result: {exc}") from None
-        results = {k: (to_str(v) if _is_id(k) and isinstance(v, int | float) else v)
-                   for k, v in results.items()}
+        results = exact_ids(results)
         node = route.responses.get(plan.ctx.endpoint)
         if node is None:
             return {}
-        root = {"kind": plan.ctx.kind, "endpoint": plan.ctx.endpoint,
-                "channel": plan.ctx.channel, "channel_id": plan.ctx.channel_id,
-                "params": dict(plan.ctx.params), "body": plan.ctx.body}
+        root = {
+            "kind": plan.ctx.kind,
+            "endpoint": plan.ctx.endpoint,
+            "channel": plan.ctx.channel,
+            "channel_id": plan.ctx.channel_id,
+            "params": dict(plan.ctx.params),
+            "body": plan.ctx.body,
+        }
         try:
             body = node.render({**plan.fields, **results, "vars": self.vars, "cxone": root})
         except RenderError as exc:
             raise MappingRuntimeError(self.mapping, route.name, f"response: {exc}") from None
         return body if isinstance(body, dict) else {}
 
+    def check(self, plan: OutboundPlan, response: PlatformResponse) -> None:
+        """Raise the upstream error one platform answer stands for (non-2xx or `success`)."""
+        if not 200 <= response.status < 300:
+            raise self.error_for(response)
+        route = self.by_name.get(plan.route)
+        if route is not None:
+            self._check_success(route, response)
+
     def _check_success(self, route: OutboundRoute, response: PlatformResponse) -> None:
         if route.success is None:
             return
-        scope = {"status": response.status, "headers": dict(response.headers),
-                 "body": response.body}
+        scope = {
+            "status": response.status,
+            "headers": dict(response.headers),
+            "body": response.body,
+        }
         try:
             if route.success.test(scope):
                 return
@@ -208,8 +260,12 @@ class OutboundRouter:
         code, message = self._error_fields(response.body)
         cls = UpstreamUnavailable if retry else UpstreamRejected
         detail = f": {message}" if message else ""
-        raise cls(self.mapping, f"the platform reported a failure ({code or 'no code'}){detail}",
-                  status=response.status, code=code)
+        raise cls(
+            self.mapping,
+            f"the platform reported a failure ({code or 'no code'}){detail}",
+            status=response.status,
+            code=code,
+        )
 
     def _error_fields(self, body: Any) -> tuple[str | None, str | None]:
         out: list[str | None] = []
@@ -223,17 +279,17 @@ class OutboundRouter:
     def error_for(self, response: PlatformResponse) -> UpstreamError:
         """Build the error for a non-2xx answer: retryable for 408, 429 and 5xx."""
         code, message = self._error_fields(response.body)
-        text = f"HTTP {response.status}" + (f" {code}" if code else "") + (
-            f": {message}" if message else "")
+        text = (
+            f"HTTP {response.status}"
+            + (f" {code}" if code else "")
+            + (f": {message}" if message else "")
+        )
         retry_after = _retry_after(response.headers)
         if response.status in (408, 429) or response.status >= 500:
-            return UpstreamUnavailable(self.mapping, text, status=response.status, code=code,
-                                       retry_after=retry_after)
+            return UpstreamUnavailable(
+                self.mapping, text, status=response.status, code=code, retry_after=retry_after
+            )
         return UpstreamRejected(self.mapping, text, status=response.status, code=code)
-
-
-def _is_id(name: str) -> bool:
-    return name == "id" or name.endswith("_id")
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:

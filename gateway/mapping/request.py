@@ -14,6 +14,7 @@ from gateway.mapping.templates import OMIT, Node, RenderError, render_text
 from gateway.mapping.values import to_str, type_name
 
 BodyFormat = Literal["json", "form", "text"]
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _CONTENT_TYPES = {
     "json": "application/json",
     "form": "application/x-www-form-urlencoded",
@@ -25,7 +26,7 @@ _CONTENT_TYPES = {
 class RequestTemplate:
     """A compiled `request:`: exactly one of path (joined to base_url) or url."""
 
-    method: str
+    method: Node  # a constant, or a text template giving one of METHODS
     path: Node | None
     url: Node | None
     query: Node | None
@@ -35,6 +36,12 @@ class RequestTemplate:
 
     def render(self, platform: PlatformSpec, context: Mapping[str, Any]) -> PlatformRequest:
         """Render; raise RenderError naming the part that failed."""
+        method = render_text(self.method, context).strip().upper()
+        if method not in METHODS:
+            raise RenderError(
+                f"request.method rendered to {method[:20]!r}; it must give one "
+                f"of {', '.join(METHODS)}"
+            )
         base = platform.base_url.rstrip("/")
         if self.url is not None:
             url = render_text(self.url, context)
@@ -60,15 +67,16 @@ class RequestTemplate:
                 continue
             text = value if isinstance(value, str) else to_str(value) or ""
             if "\r" in text or "\n" in text:
-                raise RenderError(f"request.headers.{name}: a header value may not hold a "
-                                  "line break")
+                raise RenderError(
+                    f"request.headers.{name}: a header value may not hold a line break"
+                )
             headers[name] = text
         masked: tuple[str, ...] = ()
         if platform.auth is not None and same_origin:
             masked = _apply_auth(platform.auth, headers, query)
         if query:
             url += ("&" if "?" in url else "?") + urlencode(query)
-        return PlatformRequest(self.method, url, headers, body, masked)
+        return PlatformRequest(method, url, headers, body, masked)
 
     def _body(self, context: Mapping[str, Any]) -> bytes | None:
         assert self.body is not None
@@ -80,8 +88,7 @@ class RequestTemplate:
         if self.body_format == "json":
             return jsonutil.dumps(tree)
         if not isinstance(tree, dict):
-            raise RenderError(f"request.body: a form body must be a mapping, not "
-                              f"{type_name(tree)}")
+            raise RenderError(f"request.body: a form body must be a mapping, not {type_name(tree)}")
         return urlencode(_query(tree)).encode()
 
 
@@ -101,14 +108,17 @@ def _query(tree: Any) -> list[tuple[str, str]]:
             if item is None or item is OMIT:
                 continue
             if isinstance(item, dict | list):
-                raise RenderError(f"request.query.{key}: a query value must be text or a "
-                                  f"number, not {type_name(item)}")
+                raise RenderError(
+                    f"request.query.{key}: a query value must be text or a "
+                    f"number, not {type_name(item)}"
+                )
             pairs.append((key, to_str(item) or ""))
     return pairs
 
 
-def _apply_auth(auth: AuthSpec, headers: dict[str, str],
-                query: list[tuple[str, str]]) -> tuple[str, ...]:
+def _apply_auth(
+    auth: AuthSpec, headers: dict[str, str], query: list[tuple[str, str]]
+) -> tuple[str, ...]:
     if auth.kind == "bearer":
         headers["Authorization"] = f"Bearer {auth.value.reveal()}"
         return ("Authorization",)

@@ -40,8 +40,14 @@ def resolve(
             out[key] = value
         elif check_secrets:
             found: list[Problem] = []
-            out[key] = resolve_tree(value, file=problems.file, env=env, base_dir=base_dir,
-                                    problems=found, pointer=pointer)
+            out[key] = resolve_tree(
+                value,
+                file=problems.file,
+                env=env,
+                base_dir=base_dir,
+                problems=found,
+                pointer=pointer,
+            )
             problems.extend(found)
         else:
             out[key] = _placeholders(value, pointer, placeholders)
@@ -63,8 +69,9 @@ def _placeholders(tree: Any, pointer: str, marks: set[str]) -> Any:
 
         return _REF.sub(substitute, tree)
     if isinstance(tree, dict):
-        return {k: _placeholders(v, f"{pointer}/{escape_pointer(k)}", marks)
-                for k, v in tree.items()}
+        return {
+            k: _placeholders(v, f"{pointer}/{escape_pointer(k)}", marks) for k, v in tree.items()
+        }
     if isinstance(tree, list):
         return [_placeholders(v, f"{pointer}/{i}", marks) for i, v in enumerate(tree)]
     return tree
@@ -73,8 +80,11 @@ def _placeholders(tree: Any, pointer: str, marks: set[str]) -> Any:
 def _check_syntax(tree: Any, pointer: str, problems: Problems) -> None:
     if isinstance(tree, str):
         if "${" in _REF.sub("", tree):
-            problems.add(pointer, "a ${...} reference is not closed or has no name",
-                         "write ${NAME} or ${NAME:-default}; write $${ for a literal ${")
+            problems.add(
+                pointer,
+                "a ${...} reference is not closed or has no name",
+                "write ${NAME} or ${NAME:-default}; write $${ for a literal ${",
+            )
     elif isinstance(tree, dict):
         for key, value in tree.items():
             if pointer == "" and key in LITERAL_SECTIONS:

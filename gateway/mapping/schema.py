@@ -28,8 +28,7 @@ _TYPE_WORDS = {
 }
 _FIXES = {
     "channel": "add `channel:` (a role under channels:) and `action:`, or `ignore: true`",
-    "action": "add `action:` (create_message, message_status or contact_status), "
-              "or `ignore: true`",
+    "action": "add `action:` (create_message, message_status or contact_status), or `ignore: true`",
 }
 
 
@@ -42,8 +41,11 @@ def _validator() -> jsonschema.Draft202012Validator:
 def validate(tree: Any, problems: Problems) -> bool:
     """Record one problem per schema violation; return True when the tree is valid."""
     if not isinstance(tree, dict):
-        problems.add("", f"the file must be a mapping (key: value) at the top, not "
-                     f"{type_name(tree)}", "start with `name: my-platform`")
+        problems.add(
+            "",
+            f"the file must be a mapping (key: value) at the top, not {type_name(tree)}",
+            "start with `name: my-platform`",
+        )
         return False
     before = len(problems.items)
     seen: set[tuple[str, str]] = set()
@@ -73,12 +75,20 @@ def _describe(error: ValidationError) -> list[tuple[str, str, str]]:
                 continue
             close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            out.append((f"{where}/{escape_pointer(key)}", f"unknown key {key!r}",
-                        f"{hint}valid keys here: {', '.join(known)}"))
+            out.append(
+                (
+                    f"{where}/{escape_pointer(key)}",
+                    f"unknown key {key!r}",
+                    f"{hint}valid keys here: {', '.join(known)}",
+                )
+            )
         return out
     if kind == "required" and isinstance(instance, dict):
-        return [(where, f"the key {key!r} is missing", _FIXES.get(key, f"add `{key}:`"))
-                for key in value if key not in instance]
+        return [
+            (where, f"the key {key!r} is missing", _FIXES.get(key, f"add `{key}:`"))
+            for key in value
+            if key not in instance
+        ]
     if kind == "type":
         wanted = [str(w) for w in (value if isinstance(value, list) else [value])]
         words = " or ".join(_TYPE_WORDS.get(w, w) for w in wanted)
@@ -87,13 +97,24 @@ def _describe(error: ValidationError) -> list[tuple[str, str, str]]:
         choices = [str(c) for c in value]
         close = difflib.get_close_matches(str(instance), choices, n=1, cutoff=0.5)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        return [(where, f"{instance!r} is not allowed here", f"{hint}use one of: "
-                 f"{', '.join(choices)}")]
+        return [
+            (where, f"{instance!r} is not allowed here", f"{hint}use one of: {', '.join(choices)}")
+        ]
     if kind == "propertyNames":
-        return [(f"{where}/{escape_pointer(str(instance))}", f"the name {instance!r} is not "
-                 "allowed here", "use letters, digits and _ only, not starting with a digit")]
+        return [
+            (
+                f"{where}/{escape_pointer(str(instance))}",
+                f"the name {instance!r} is not allowed here",
+                "use letters, digits and _ only, not starting with a digit",
+            )
+        ]
     if kind == "pattern":
-        return [(where, f"{instance!r} does not have the expected form", _pattern_fix(value))]
+        what = (
+            "is not an HTTP method"
+            if str(value).startswith("^(GET|POST")
+            else "does not have the expected form"
+        )
+        return [(where, f"{instance!r} {what}", _pattern_fix(value))]
     if kind in ("minProperties", "maxProperties"):
         hint = str(schema.get("description", "")) or "see docs/mappings.md"
         if "verify_token" in where:
@@ -112,6 +133,8 @@ def _describe(error: ValidationError) -> list[tuple[str, str, str]]:
 def _pattern_fix(pattern: str) -> str:
     if pattern.startswith("^[a-z0-9][a-z0-9-]"):
         return "use lower-case letters, digits and dashes, e.g. my-platform"
+    if pattern.startswith("^(GET|POST"):
+        return "use GET, POST, PUT, PATCH or DELETE, or a template giving one of them"
     if pattern == "^/":
         return "start the path with /"
     if pattern.startswith("^/["):

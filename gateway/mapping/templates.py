@@ -9,10 +9,7 @@ undefined; `omit` removes the key or list element it is assigned to.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
 from functools import cache
 from typing import Any, Literal
 from urllib.parse import quote
@@ -24,11 +21,11 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from gateway import jsonutil
 from gateway.mapping import values
+from gateway.mapping.values import fixed_clock as fixed_clock
 
 Mode = Literal["native", "text", "path"]
 Reporter = Callable[[str, str, str], None]  # (pointer, reason, fix)
 
-_CLOCK: ContextVar[Callable[[], float]] = ContextVar("byoc_mapping_clock", default=time.time)
 _SINGLE = re.compile(r"^\{\{(?P<expr>(?:(?!\{\{|\}\}|\{%|%\}|\{#).)*)\}\}$", re.DOTALL)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -61,18 +58,8 @@ class RenderError(Exception):
     """A template failed on one input; the reason names the field and the place."""
 
 
-@contextmanager
-def fixed_clock(clock: Callable[[], float]) -> Iterator[None]:
-    """Let `now_iso_ms()` read `clock` for the duration of a block (inline tests)."""
-    token = _CLOCK.set(clock)
-    try:
-        yield
-    finally:
-        _CLOCK.reset(token)
-
-
 def _now_iso_ms() -> str:
-    return values.now_iso_ms(_CLOCK.get()())
+    return values.current_iso_ms()
 
 
 def _urlquote(value: Any, safe: str = "") -> str:
@@ -101,7 +88,9 @@ def _path_finalize(value: Any) -> str:
 
 def _make_env(finalize: Callable[[Any], Any]) -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(
-        undefined=jinja2.StrictUndefined, autoescape=False, finalize=finalize,
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        finalize=finalize,
         keep_trailing_newline=True,
     )
     env.filters.update(
@@ -177,16 +166,20 @@ class DefaultName(Node):
         return _finalize(self.fallback if value is _MISSING else value, self.label)
 
 
-def _default_of_name(env: ImmutableSandboxedEnvironment, expr: str,
-                     label: str) -> Node | None:
+def _default_of_name(env: ImmutableSandboxedEnvironment, expr: str, label: str) -> Node | None:
     body = env.parse("{{ " + expr + " }}").body
-    if len(body) != 1 or not isinstance(body[0], jinja2.nodes.Output) \
-            or len(body[0].nodes) != 1:
+    if len(body) != 1 or not isinstance(body[0], jinja2.nodes.Output) or len(body[0].nodes) != 1:
         return None
     node = body[0].nodes[0]
-    if not (isinstance(node, jinja2.nodes.Filter) and node.name == "default"
-            and isinstance(node.node, jinja2.nodes.Name) and len(node.args) == 1
-            and not node.kwargs and node.dyn_args is None and node.dyn_kwargs is None):
+    if not (
+        isinstance(node, jinja2.nodes.Filter)
+        and node.name == "default"
+        and isinstance(node.node, jinja2.nodes.Name)
+        and len(node.args) == 1
+        and not node.kwargs
+        and node.dyn_args is None
+        and node.dyn_kwargs is None
+    ):
         return None
     arg = node.args[0]
     if isinstance(arg, jinja2.nodes.Name) and arg.name == "omit":
@@ -255,8 +248,10 @@ _MISSING = object()
 
 
 def _missing(name: str, label: str) -> str:
-    return (f"the field {name!r} is missing (needed by {label}); extract it, or write "
-            f"`{name} | default(...)` in the template")
+    return (
+        f"the field {name!r} is missing (needed by {label}); extract it, or write "
+        f"`{name} | default(...)` in the template"
+    )
 
 
 def _explain(exc: BaseException, label: str) -> str:
@@ -297,20 +292,33 @@ def _finalize(value: Any, label: str) -> Any:
     raise RenderError(f"{label}: a value of type {type(value).__name__} cannot go into a payload")
 
 
-def compile_template(tree: Any, pointer: str, report: Reporter, *, mode: Mode = "native",
-                     label: str = "") -> Node:
+def compile_template(
+    tree: Any, pointer: str, report: Reporter, *, mode: Mode = "native", label: str = ""
+) -> Node:
     """Compile a YAML tree of Jinja leaves; report each broken leaf at its pointer."""
     if isinstance(tree, dict):
-        return DictNode([
-            (key, compile_template(value, f"{pointer}/{values.escape_pointer(key)}", report,
-                                   mode=mode, label=f"{label}.{key}" if label else key))
-            for key, value in tree.items()
-        ])
+        return DictNode(
+            [
+                (
+                    key,
+                    compile_template(
+                        value,
+                        f"{pointer}/{values.escape_pointer(key)}",
+                        report,
+                        mode=mode,
+                        label=f"{label}.{key}" if label else key,
+                    ),
+                )
+                for key, value in tree.items()
+            ]
+        )
     if isinstance(tree, list):
-        return ListNode([
-            compile_template(value, f"{pointer}/{i}", report, mode=mode, label=f"{label}[{i}]")
-            for i, value in enumerate(tree)
-        ])
+        return ListNode(
+            [
+                compile_template(value, f"{pointer}/{i}", report, mode=mode, label=f"{label}[{i}]")
+                for i, value in enumerate(tree)
+            ]
+        )
     if not isinstance(tree, str) or not any(t in tree for t in ("{{", "{%", "{#")):
         return Const(tree)
     return _compile_leaf(tree, pointer, report, mode, label or "the template")
@@ -325,15 +333,18 @@ def _compile_leaf(source: str, pointer: str, report: Reporter, mode: Mode, label
         return Const(None)
     unsafe = _unsafe_names(ast.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem)))
     if unsafe:
-        report(pointer, f"the template uses {unsafe!r}: names starting with '_' are not "
-               "allowed in templates (sandbox)", "use the field names of your data only")
+        report(
+            pointer,
+            f"the template uses {unsafe!r}: names starting with '_' are not "
+            "allowed in templates (sandbox)",
+            "use the field names of your data only",
+        )
         return Const(None)
     single = _SINGLE.match(source.strip()) if mode == "native" else None
     try:
         if single is not None:
             expr = single.group("expr").strip()
-            if _NAME.match(expr) and expr not in ("true", "false", "none", "True", "False",
-                                                  "None"):
+            if _NAME.match(expr) and expr not in ("true", "false", "none", "True", "False", "None"):
                 return Name(expr, label)
             fast = _default_of_name(env, expr, label)
             if fast is not None:
@@ -346,8 +357,10 @@ def _compile_leaf(source: str, pointer: str, report: Reporter, mode: Mode, label
         return Const(None)
 
 
-_JINJA_FIX = ("check the {{ ... }} expression: balanced brackets and quotes, known filters "
-              "(see docs/mappings.md)")
+_JINJA_FIX = (
+    "check the {{ ... }} expression: balanced brackets and quotes, known filters "
+    "(see docs/mappings.md)"
+)
 
 
 def _unsafe_names(nodes: Iterable[jinja2.nodes.Node]) -> str | None:
@@ -356,8 +369,11 @@ def _unsafe_names(nodes: Iterable[jinja2.nodes.Node]) -> str | None:
             return str(node.attr)
         if isinstance(node, jinja2.nodes.Getitem):
             arg = node.arg
-            if isinstance(arg, jinja2.nodes.Const) and isinstance(arg.value, str) \
-                    and arg.value.startswith("_"):
+            if (
+                isinstance(arg, jinja2.nodes.Const)
+                and isinstance(arg.value, str)
+                and arg.value.startswith("_")
+            ):
                 return arg.value
     return None
 

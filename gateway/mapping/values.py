@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import mimetypes
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
+from functools import cache
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from gateway import jsonutil
 
@@ -71,8 +77,9 @@ def _iso_from_text(text: str) -> str:
     try:
         moment = datetime.fromisoformat(cleaned)
     except ValueError:
-        raise ValueError(f"a text of {len(text)} character(s) is not an ISO-8601 time or an "
-                         "epoch number") from None
+        raise ValueError(
+            f"a text of {len(text)} character(s) is not an ISO-8601 time or an epoch number"
+        ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     delta = moment - _EPOCH
@@ -83,6 +90,25 @@ def _iso_from_text(text: str) -> str:
 def now_iso_ms(now: float) -> str:
     """Format a Unix time in seconds as ISO-8601 with milliseconds."""
     return iso_from_ms(Decimal(repr(now)) * 1000)
+
+
+# The clock behind `now_iso_ms()` in templates and expressions; inline tests fix it.
+_CLOCK: ContextVar[Callable[[], float]] = ContextVar("byoc_mapping_clock", default=time.time)
+
+
+@contextmanager
+def fixed_clock(clock: Callable[[], float]) -> Iterator[None]:
+    """Let `now_iso_ms()` read `clock` for the duration of a block (inline tests)."""
+    token = _CLOCK.set(clock)
+    try:
+        yield
+    finally:
+        _CLOCK.reset(token)
+
+
+def current_iso_ms() -> str:
+    """The current time of the mapping clock as ISO-8601 with milliseconds."""
+    return now_iso_ms(_CLOCK.get()())
 
 
 def to_str(value: Any) -> str | None:
@@ -130,3 +156,39 @@ def deep_merge(base: Any, override: Any) -> Any:
 def escape_pointer(token: str) -> str:
     """Escape one JSON-pointer token."""
     return token.replace("~", "~0").replace("/", "~1")
+
+
+def is_id_field(name: str) -> bool:
+    """Say whether a field holds an id (`id`, `*_id`): numbers there become exact text."""
+    return name == "id" or name.endswith("_id")
+
+
+def exact_ids(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn numeric id fields into exact text (CXone and most APIs take ids as strings)."""
+    return {
+        k: (
+            to_str(v)
+            if is_id_field(k) and isinstance(v, int | float) and not isinstance(v, bool)
+            else v
+        )
+        for k, v in fields.items()
+    }
+
+
+@cache
+def _mime_table() -> mimetypes.MimeTypes:
+    # An instance knows Python's built-in table only (plus nothing read from files), so
+    # the answer does not depend on the machine's /etc/mime.types.
+    return mimetypes.MimeTypes()
+
+
+def guess_content_type(*names: Any) -> str | None:
+    """The media type told by the first name or URL path with a known extension."""
+    for name in names:
+        if not isinstance(name, str) or not name:
+            continue
+        path = unquote(urlsplit(name).path) if "://" in name else name
+        kind, _ = _mime_table().guess_type("file:///x/" + path.rsplit("/", 1)[-1], strict=True)
+        if kind is not None:
+            return kind
+    return None

@@ -79,9 +79,16 @@ class Handshake:
 class Webhook:
     """Everything the platform listener needs from a mapping, compiled."""
 
-    def __init__(self, mapping: str, spec: WebhookSpec, levels: tuple[Expr, ...],
-                 dedupe: Expr | None, handshakes: tuple[Handshake, ...],
-                 response: Reply | None, variables: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        mapping: str,
+        spec: WebhookSpec,
+        levels: tuple[Expr, ...],
+        dedupe: Expr | None,
+        handshakes: tuple[Handshake, ...],
+        response: Reply | None,
+        variables: Mapping[str, Any],
+    ) -> None:
         self.mapping = mapping
         self.spec = spec
         self.levels = levels
@@ -95,16 +102,16 @@ class Webhook:
         if self.spec.format == "json":
             payload = jsonutil.loads(raw)
             if not isinstance(payload, dict | list):
-                raise BadRequest("the body must be a JSON object or array",
-                                 code="invalid_json")
+                raise BadRequest("the body must be a JSON object or array", code="invalid_json")
             return payload
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise BadRequest("the form body is not UTF-8", code="invalid_form") from None
         try:
-            pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text),
-                              max_num_fields=1000)
+            pairs = parse_qsl(
+                text, keep_blank_values=True, strict_parsing=bool(text), max_num_fields=1000
+            )
         except ValueError:
             raise BadRequest("the body is not a valid form", code="invalid_form") from None
         form: dict[str, Any] = {}
@@ -116,8 +123,9 @@ class Webhook:
                 form[key] = value
         return form
 
-    def handshake(self, method: str, query: Mapping[str, str], headers: Mapping[str, str],
-                  body: Any | None) -> HandshakeReply | None:
+    def handshake(
+        self, method: str, query: Mapping[str, str], headers: Mapping[str, str], body: Any | None
+    ) -> HandshakeReply | None:
         """Answer a subscription handshake, or return None when this is not one."""
         lowered = {k.lower(): v for k, v in headers.items()}
         scope = {"method": method.upper(), "query": dict(query), "headers": lowered, "body": body}
@@ -140,11 +148,13 @@ class Webhook:
         """Render `webhook.response` for an accepted delivery, if the mapping has one."""
         if self.response is None:
             return None
-        return self.response.render(self.mapping, "(response)",
-                                    {"body": payload, "vars": self.vars})
+        return self.response.render(
+            self.mapping, "(response)", {"body": payload, "vars": self.vars}
+        )
 
-    def split(self, payload: Any, *, headers: Mapping[str, str],
-              query: Mapping[str, str]) -> list[InboundItem]:
+    def split(
+        self, payload: Any, *, headers: Mapping[str, str], query: Mapping[str, str]
+    ) -> list[InboundItem]:
         """Split a delivery into items along `foreach` (one item when there is none)."""
         lowered = {k.lower(): v for k, v in headers.items()}
         plain_query = dict(query)
@@ -162,12 +172,15 @@ class Webhook:
                     if found is None and depth == 0:
                         # the mapping says where a delivery's items are; no items there at
                         # all means this is not a delivery of this platform
-                        raise BadRequest(f"the delivery has no `{level.source}`",
-                                         code="invalid_delivery")
+                        raise BadRequest(
+                            f"the delivery has no `{level.source}`", code="invalid_delivery"
+                        )
                     if found is None:
                         continue
                     children = found if isinstance(found, list) else [found]
                     expanded.extend((child, (node, *parents)) for child in children)
                 nodes = expanded
-        return [InboundItem(item, parents[0], payload, index, lowered, plain_query, parents)
-                for index, (item, parents) in enumerate(nodes)]
+        return [
+            InboundItem(item, parents[0], payload, index, lowered, plain_query, parents)
+            for index, (item, parents) in enumerate(nodes)
+        ]

@@ -16,7 +16,7 @@ from aiohttp import web
 from gateway import jsonutil
 from gateway.delivery.jobs import InboundJob, thread_key
 from gateway.delivery.store import NewJob
-from gateway.edge import read_body_limited
+from gateway.edge import check_json_depth, read_body_limited
 from gateway.errors import MappingRuntimeError, NotFound, StoreError
 from gateway.http_errors import json_error
 from gateway.keys import GATEWAY
@@ -60,6 +60,7 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
     # verify the raw bytes before parsing anything (form schemes parse the raw form themselves)
     routing.verifiers[mapping.name].verify(raw, headers, public_url(request), None)
     payload = mapping.parse_body(raw, request.headers.get("Content-Type"))
+    check_json_depth(payload)
     reply = mapping.handshake("POST", query, headers, payload)
     if reply is not None:
         return _reply(reply)
@@ -91,7 +92,6 @@ async def _accept(
     jobs: list[NewJob] = []
     labels: list[tuple[str, str]] = []
     ignored = 0
-    keep_ancestors = getattr(mapping.webhook, "needs_ancestors", False)
     for item in items:
         try:
             routed = mapping.route_inbound(item)
@@ -99,17 +99,7 @@ async def _accept(
             # Keep the event: the worker routes it again and, if it still fails, it becomes a
             # dead letter that can be replayed once the mapping is fixed.
             log.error("mapping failed on an event; queued for a dead letter: %s", exc)
-            record = InboundJob(
-                mapping.name,
-                mapping.version,
-                now,
-                item.item,
-                item.parent if keep_ancestors else None,
-                item.delivery if keep_ancestors else None,
-                item.index,
-                None,
-                str(exc),
-            )
+            record = InboundJob.accept(mapping, item, now, None, str(exc))
             jobs.append(
                 NewJob(thread_key(mapping.name, "?", uuid.uuid4().hex), record.encode(), None)
             )
@@ -119,16 +109,7 @@ async def _accept(
             ignored += 1
             gw.metrics.ignored.labels(mapping.name, routed.route).inc()
             continue
-        record = InboundJob(
-            mapping.name,
-            mapping.version,
-            now,
-            item.item,
-            item.parent if keep_ancestors else None,
-            item.delivery if keep_ancestors else None,
-            item.index,
-            routed,
-        )
+        record = InboundJob.accept(mapping, item, now, routed)
         jobs.append(
             NewJob(
                 thread_key(mapping.name, routed.channel, routed.thread_id),

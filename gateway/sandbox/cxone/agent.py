@@ -80,7 +80,9 @@ class Agent:
             timeout = aiohttp.ClientTimeout(
                 total=self.config.gateway_timeout, connect=self.config.gateway_connect_timeout
             )
-            self._session = aiohttp.ClientSession(timeout=timeout)
+            ssl_ctx = self.config.gateway_ssl
+            connector = aiohttp.TCPConnector(ssl=ssl_ctx if ssl_ctx is not None else True)
+            self._session = aiohttp.ClientSession(timeout=timeout, connector=connector)
 
     async def close(self) -> None:
         """Close the HTTP session."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gateway.clock import Clock, system_clock
@@ -63,6 +64,9 @@ class CxoneSimConfig:
     # how the token request carries the client credentials: a JSON body as seen, or
     # form / HTTP Basic per RFC 6749
     gateway_client_auth: ClientAuth = "json"
+    # TLS towards the gateway: a client context trusting its CA and, for mTLS, holding
+    # the client certificate CXone presents; None: the system's CAs, no certificate
+    gateway_ssl: ssl.SSLContext | None = field(default=None, compare=False)
     gateway_connect_timeout: float = 5.0
     gateway_timeout: float = 30.0
     long_poll_seconds: float = 25.0

@@ -1,0 +1,54 @@
+"""The benchmark runs end to end: sinks, bridge, gateway and load generator, both paths.
+
+It proves the tooling works and produces sane results; it never asserts speed (that is
+what `python -m bench.run` reports, see docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_benchmark_drives_both_paths_of_both_systems(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--smoke", "--no-pin", "--no-chart", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((out / "results.json").read_text())
+
+    assert set(result["summary"]) == {"bridge", "gateway"}
+    paths = {"inbound", "inbound-batch", "outbound"}
+    phases = result["phases"]
+    assert {(p["system"], p["path"], p["mode"]) for p in phases} == {
+        (s, path, mode)
+        for s in ("bridge", "gateway")
+        for path in paths
+        for mode in ("max", "latency")
+    }
+    for phase in phases:
+        where = f"{phase['system']} {phase['path']} {phase['mode']}"
+        assert phase["accepted"] > 0, where
+        assert phase["delivered"] == phase["accepted"], where  # nothing lost on the way
+        assert set(phase["statuses"]) == {"200"}, where
+        assert not phase["errors"], where
+        assert phase["throughput"] > 0, where
+        lat = phase["latency_ms"]
+        assert 0 <= lat["p50"] <= lat["p95"] <= lat["p99"], where
+        assert phase["cpu_s"] >= 0 and phase["cpu_per_1000"] >= 0, where
+        assert phase["peak_rss_mb"] > 0, where
+    for system in ("bridge", "gateway"):
+        assert result["summary"][system]["peak_rss_mb"] > 0
+        for path in paths:
+            assert set(result["summary"][system][path]) == {"max", "latency"}
+    assert set(result["verdicts"]["gateway"]) == paths
+    assert result["machine"]["python"]
