@@ -8,6 +8,7 @@ fragment of a mapping.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +97,18 @@ def test_the_snippet_tool_reports_and_refreshes_a_stale_block() -> None:
     fresh = refreshed(stale)
     assert fresh == f"text\n<!-- snippet: {ref} -->\n```yaml\n{snippet(ref)}```\nmore\n"
     assert refreshed(fresh) == fresh
+
+
+def _slug(heading: str) -> str:
+    """The anchor GitHub gives a heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_every_link_within_the_page_leads_to_a_heading() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    outside = "\n".join(line for line in text.splitlines() if not line.startswith("    "))
+    headings = {_slug(h) for h in re.findall(r"^#+ (.+)$", outside, flags=re.MULTILINE)}
+    links = set(re.findall(r"\]\(#([^)]+)\)", text))
+    assert links, "the page links to its sections"
+    assert links - headings == set()

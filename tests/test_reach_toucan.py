@@ -148,11 +148,6 @@ async def test_typing_uses_a_templated_method(toucan: Reach) -> None:
     assert (await toucan.cxone.agent_typing(toucan.channels["forum"], FORUM, True)).status == 204
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the sender-action endpoint ignores a final platform refusal (needs "
-    "CompiledMapping.check_response in gateway/cxone/endpoints.py; see the issue-3 report)",
-)
 async def test_a_refused_typing_indicator_is_an_error_for_cxone(toucan: Reach) -> None:
     toucan.api.on(
         "PUT",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import logging
 import time
@@ -137,6 +138,7 @@ async def sender_action(request: web.Request) -> web.Response:
             deadline=gw.settings.outbound.deadline,
             ssl_context=gw.platform_tls.get(mapping.name),
             error_of=mapping.platform_error,
+            check=functools.partial(mapping.check_response, plan),
         )
     gw.metrics.messages.labels(mapping.name, role, plan.route, "sender_action", "sent").inc()
     return web.Response(status=204)
@@ -290,6 +292,7 @@ async def _reply(
                     idempotency=(header, part_key) if header else None,
                     ssl_context=gw.platform_tls.get(mapping.name),
                     error_of=mapping.platform_error,
+                    check=functools.partial(mapping.check_response, plan),
                 )
             )
         result = mapping.complete_outbound(plan, responses)

@@ -46,6 +46,7 @@ class PlatformClient:
         idempotency: tuple[str, str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         error_of: Callable[[PlatformResponse], UpstreamError] | None = None,
+        check: Callable[[PlatformResponse], None] | None = None,
     ) -> PlatformResponse:
         """Send one request; retry transient failures while the deadline allows."""
         headers = dict(request.headers)
@@ -72,7 +73,9 @@ class PlatformClient:
             except (TimeoutError, aiohttp.ClientError) as exc:
                 raise UpstreamUnavailable(upstream, f"no answer ({type(exc).__name__})") from None
             if self._policy.classify(result.status, None) != "retry":
-                return result  # 2xx, or a final refusal the mapping turns into an error
+                if check is not None:
+                    check(result)  # the mapping's verdict: raises to retry or to stop
+                return result
             if error_of is not None:
                 error = error_of(result)
                 if isinstance(error, UpstreamUnavailable):
