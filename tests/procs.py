@@ -20,6 +20,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -32,7 +33,7 @@ from gateway.sandbox.wiring import (
     sandbox_env,
     write_sandbox_settings,
 )
-from gateway.settings import Settings, load_settings
+from gateway.settings import Settings
 from tests.harness import SECRETS, serve_app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,19 +67,24 @@ def write_node_config(
     redis_url: str | None = None,
     lease_seconds: float | None = None,
     api_base: bool = False,
-    cxone_timeouts: str | None = None,
-    **settings_kw: object,
+    cxone_timeouts: dict[str, float] | None = None,
+    **settings_kw: Any,
 ) -> NodeConfig:
     """Write gateway.yaml for a child on fixed free ports; return where it will listen.
 
     The Redis key prefix is derived from `directory.name`: nodes meant to share one
     queue get directories with the same name (under different parents).
-    `lease_seconds`, `api_base` and `cxone_timeouts` are not parameters of the sandbox
-    wiring, so they are edited into the written file (loaded again to validate it).
     """
     env = sandbox_env(f"{wh_url}/v1", cxone_url)
     platform_port, cxone_port = free_port(), free_port()
-    write_sandbox_settings(
+    overrides: dict[str, Any] = {}
+    if lease_seconds is not None:
+        overrides["delivery"] = {"lease_seconds": lease_seconds}
+    if api_base:
+        overrides["cxone"] = {"api_base": f"{cxone_url}/dfo/3.0"}
+    if cxone_timeouts is not None:
+        overrides.setdefault("cxone", {})["timeouts"] = cxone_timeouts
+    settings = write_sandbox_settings(
         directory,
         wh_api=f"{wh_url}/v1",
         cxone_issuer=cxone_url,
@@ -86,20 +92,10 @@ def write_node_config(
         redis_url=redis_url,
         platform_port=platform_port,
         cxone_port=cxone_port,
-        **settings_kw,  # type: ignore[arg-type]
+        overrides=overrides,
+        **settings_kw,
     )
     path = directory / "gateway.yaml"
-    text = path.read_text(encoding="utf-8")
-    if lease_seconds is not None:
-        text = _insert_after(text, "delivery:\n", f"  lease_seconds: {lease_seconds}\n")
-    if api_base:
-        text = _insert_after(text, "cxone:\n", f"  api_base: {cxone_url}/dfo/3.0\n")
-    if cxone_timeouts is not None:
-        sandbox = "timeouts: {connect: 2, read: 5, total: 8}"
-        assert sandbox in text, "the sandbox wiring changed its CXone timeouts"
-        text = text.replace(sandbox, f"timeouts: {cxone_timeouts}")
-    path.write_text(text, encoding="utf-8")
-    settings = load_settings(path, env=env)
     return NodeConfig(
         path,
         env,
@@ -107,11 +103,6 @@ def write_node_config(
         f"http://127.0.0.1:{platform_port}",
         f"http://127.0.0.1:{cxone_port}",
     )
-
-
-def _insert_after(text: str, line: str, insert: str) -> str:
-    at = text.index(line) + len(line)
-    return text[:at] + insert + text[at:]
 
 
 @dataclass

@@ -26,48 +26,14 @@ from gateway.mapping import CompiledMapping, load_mapping
 from gateway.platform.signatures import sign
 from gateway.runtime import Gateway
 from gateway.sandbox.cxone import AgentResult, CxoneSim, CxoneSimConfig, ReceivedMessage
-from gateway.sandbox.wiring import SandboxSecrets, sandbox_env
+from gateway.sandbox.wiring import SandboxSecrets, sandbox_config, sandbox_env, write_settings
 from gateway.server import RunningGateway, start_gateway
-from gateway.settings import Settings, load_settings
+from gateway.settings import Settings
 from tests.fakeplatform import FakePlatform
 from tests.harness import serve_app
 
 PLATFORMS = Path(__file__).resolve().parent / "fixtures" / "platforms"
 SECRETS = SandboxSecrets()
-
-GATEWAY_YAML = """\
-mappings_dir: {mappings_dir}
-data_dir: {data_dir}
-admin_token: ${{ADMIN_TOKEN}}
-listeners:
-  platform: {{host: 127.0.0.1, port: 0}}
-  cxone: {{host: 127.0.0.1, port: 0}}
-cxone:
-  auth:
-    issuer: ${{CXONE_ISSUER}}
-    access_key_id: ${{CXONE_ACCESS_KEY_ID}}
-    access_key_secret: ${{CXONE_ACCESS_KEY_SECRET}}
-    client_id: ${{CXONE_APP_CLIENT_ID}}
-    client_secret: ${{CXONE_APP_CLIENT_SECRET}}
-  timeouts: {{connect: 2, read: 5, total: 8}}
-  retry: {{max_attempts: 3, base_delay: 0.05, max_delay: 0.5}}
-integrations:
-  - name: reach
-    client_id: ${{BYOC_CLIENT_ID}}
-    client_secrets: ["${{BYOC_CLIENT_SECRET}}"]
-    token_signing_key: ${{BYOC_TOKEN_SIGNING_KEY}}
-    channels:
-{channels}
-store:
-  backend: memory
-delivery:
-  workers: 2
-  poll_interval: 0.05
-  retry: {{max_attempts: 3, base_delay: 0.05, max_delay: 0.2}}
-outbound:
-  deadline: 3
-logging: {{level: WARNING, format: json}}
-"""
 
 
 @dataclass(frozen=True)
@@ -223,23 +189,24 @@ async def start_reach(
     cx_runner, cx_url = await serve_app(cxone.app)
     running: RunningGateway | None = None
     try:
-        bindings = "\n".join(
-            f"      - {{id: {cid}, mapping: {shape.name}, role: {role}}}"
-            for role, cid in channels.items()
-        )
-        path = directory / "gateway.yaml"
-        path.write_text(
-            GATEWAY_YAML.format(
-                mappings_dir=mappings_dir,
-                data_dir=directory / "data",
-                channels=bindings,
-            ),
-            encoding="utf-8",
+        tree = sandbox_config(
+            directory,
+            mappings_dir=mappings_dir,
+            channels=[
+                {"id": cid, "mapping": shape.name, "role": role} for role, cid in channels.items()
+            ],
+            integration="reach",
+            backend="memory",
+            workers=2,
+            max_attempts=3,
+            max_delay=0.2,
+            deadline=3,
+            overrides={"logging": {"level": "WARNING"}},
         )
         full_env = sandbox_env("http://unused.invalid", cx_url, SECRETS)
         full_env.update(env)
         full_env[api_env] = api_url + api_suffix
-        settings = load_settings(path, env=full_env)
+        settings = write_settings(directory, tree, full_env)
         running = await start_gateway(settings, clock=clock, shutdown_timeout=2.0)
         cxone.gateway_box_url = running.urls["cxone"] + "/integration/box"
         yield Reach(shape.name, cxone, api, running, settings, channels, clock)

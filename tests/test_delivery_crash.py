@@ -37,7 +37,7 @@ async def test_sigkill_mid_load_then_restart_loses_nothing(tmp_path: Path) -> No
             backend="sqlite",
             workers=WORKERS,
             lease_seconds=5,  # a dead process's leases run out quickly...
-            cxone_timeouts="{connect: 1, read: 3, total: 4}",  # ...yet outlive any call
+            cxone_timeouts={"connect": 1, "read": 3, "total": 4},  # ...yet outlive any call
         )
         gw = GatewayProcess(node)
         try:

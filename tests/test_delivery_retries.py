@@ -228,7 +228,7 @@ async def quick_timeouts(tmp_path: Path) -> AsyncIterator[tuple[Sims, Load, str]
             wh_url=sims.wh_url,
             cxone_url=sims.cxone_url,
             backend="sqlite",
-            cxone_timeouts="{connect: 1, read: 0.5, total: 1}",
+            cxone_timeouts={"connect": 1, "read": 0.5, "total": 1},
             lease_seconds=5,
         )
         running = await start_gateway(node.settings, shutdown_timeout=2.0)

@@ -55,7 +55,7 @@ async def two_gateways(
             redis_url=REDIS_URL,
             workers=WORKERS,
             lease_seconds=5,  # a dead process's leases run out quickly...
-            cxone_timeouts="{connect: 1, read: 3, total: 4}",  # ...yet outlive any call
+            cxone_timeouts={"connect": 1, "read": 3, "total": 4},  # ...yet outlive any call
             api_base=api_base,  # False: each instance discovers the CXone API itself
         )
         for side in ("a", "b")

@@ -6,9 +6,12 @@ The gateway is configured the way an operator would configure it: a gateway.yaml
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from gateway.settings import Settings, load_settings
 
@@ -35,40 +38,87 @@ class SandboxSecrets:
     admin_token: str = "sandbox-admin-token"
 
 
-GATEWAY_YAML = """\
-mappings_dir: {mappings_dir}
-data_dir: {data_dir}
-admin_token: ${{ADMIN_TOKEN}}
-listeners:
-  platform: {{host: 127.0.0.1, port: {platform_port}}}
-  cxone: {{host: 127.0.0.1, port: {cxone_port}}}
-cxone:
-  auth:
-    issuer: ${{CXONE_ISSUER}}
-    access_key_id: ${{CXONE_ACCESS_KEY_ID}}
-    access_key_secret: ${{CXONE_ACCESS_KEY_SECRET}}
-    client_id: ${{CXONE_APP_CLIENT_ID}}
-    client_secret: ${{CXONE_APP_CLIENT_SECRET}}
-  timeouts: {{connect: 2, read: 5, total: 8}}
-  retry: {{max_attempts: 3, base_delay: 0.05, max_delay: 0.5}}
-integrations:
-  - name: jungle
-    client_id: ${{BYOC_CLIENT_ID}}
-    client_secrets: ["${{BYOC_CLIENT_SECRET}}"]
-    token_signing_key: ${{BYOC_TOKEN_SIGNING_KEY}}
-    channels:
-      - {{id: {chat}, mapping: watering-hole, role: chat}}
-      - {{id: {board}, mapping: watering-hole, role: board}}
-store:
-  backend: {backend}
-{store_extra}delivery:
-  workers: {workers}
-  poll_interval: {poll_interval}
-  retry: {{max_attempts: {max_attempts}, base_delay: {base_delay}, max_delay: {max_delay}}}
-outbound:
-  deadline: {deadline}
-logging: {{level: INFO, format: {log_format}}}
-"""
+def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge `override` into a copy of `base`, recursing into mappings."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def sandbox_config(
+    directory: Path,
+    *,
+    mappings_dir: Path = REPO_MAPPINGS,
+    channels: Sequence[Mapping[str, str]] | None = None,
+    integration: str = "jungle",
+    backend: str = "sqlite",
+    redis_url: str | None = None,
+    platform_port: int = 0,
+    cxone_port: int = 0,
+    workers: int = 8,
+    poll_interval: float = 0.05,
+    max_attempts: int = 12,
+    base_delay: float = 0.05,
+    max_delay: float = 1.0,
+    deadline: float = 5.0,
+    log_format: str = "json",
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The gateway.yaml tree of a gateway wired to the simulators; secrets stay `${VAR}`."""
+    store: dict[str, Any] = {"backend": backend}
+    if backend == "redis":
+        store.update(url=redis_url, prefix=f"byoc-{directory.name}")
+    tree: dict[str, Any] = {
+        "mappings_dir": str(mappings_dir),
+        "data_dir": str(directory / "data"),
+        "admin_token": "${ADMIN_TOKEN}",
+        "listeners": {
+            "platform": {"host": "127.0.0.1", "port": platform_port},
+            "cxone": {"host": "127.0.0.1", "port": cxone_port},
+        },
+        "cxone": {
+            "auth": {
+                "issuer": "${CXONE_ISSUER}",
+                "access_key_id": "${CXONE_ACCESS_KEY_ID}",
+                "access_key_secret": "${CXONE_ACCESS_KEY_SECRET}",
+                "client_id": "${CXONE_APP_CLIENT_ID}",
+                "client_secret": "${CXONE_APP_CLIENT_SECRET}",
+            },
+            "timeouts": {"connect": 2, "read": 5, "total": 8},
+            "retry": {"max_attempts": 3, "base_delay": 0.05, "max_delay": 0.5},
+        },
+        "integrations": [
+            {
+                "name": integration,
+                "client_id": "${BYOC_CLIENT_ID}",
+                "client_secrets": ["${BYOC_CLIENT_SECRET}"],
+                "token_signing_key": "${BYOC_TOKEN_SIGNING_KEY}",
+                "channels": [dict(c) for c in channels]
+                if channels is not None
+                else [
+                    {"id": CHAT_CHANNEL, "mapping": "watering-hole", "role": "chat"},
+                    {"id": BOARD_CHANNEL, "mapping": "watering-hole", "role": "board"},
+                ],
+            }
+        ],
+        "store": store,
+        "delivery": {
+            "workers": workers,
+            "poll_interval": poll_interval,
+            "retry": {
+                "max_attempts": max_attempts,
+                "base_delay": base_delay,
+                "max_delay": max_delay,
+            },
+        },
+        "outbound": {"deadline": deadline},
+        "logging": {"level": "INFO", "format": log_format},
+    }
+    return deep_merge(tree, overrides or {})
 
 
 def sandbox_env(
@@ -93,50 +143,24 @@ def sandbox_env(
     }
 
 
+def write_settings(directory: Path, tree: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
+    """Write `tree` as directory/gateway.yaml and load it with the real loader and `env`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "gateway.yaml"
+    path.write_text(yaml.safe_dump(dict(tree), sort_keys=False), encoding="utf-8")
+    return load_settings(path, env=env)
+
+
 def write_sandbox_settings(
     directory: Path,
     *,
     wh_api: str,
     cxone_issuer: str,
     secrets: SandboxSecrets | None = None,
-    mappings_dir: Path = REPO_MAPPINGS,
-    backend: str = "sqlite",
-    redis_url: str | None = None,
-    platform_port: int = 0,
-    cxone_port: int = 0,
-    workers: int = 8,
-    poll_interval: float = 0.05,
-    max_attempts: int = 12,
-    base_delay: float = 0.05,
-    max_delay: float = 1.0,
-    deadline: float = 5.0,
-    log_format: str = "json",
     extra_env: Mapping[str, str] | None = None,
+    **config: Any,
 ) -> Settings:
-    """Write gateway.yaml into `directory` and load it with the real loader."""
-    directory.mkdir(parents=True, exist_ok=True)
-    store_extra = (
-        f"  url: {redis_url}\n  prefix: byoc-{directory.name}\n" if backend == "redis" else ""
-    )
-    text = GATEWAY_YAML.format(
-        mappings_dir=str(mappings_dir),
-        data_dir=str(directory / "data"),
-        platform_port=platform_port,
-        cxone_port=cxone_port,
-        chat=CHAT_CHANNEL,
-        board=BOARD_CHANNEL,
-        backend=backend,
-        store_extra=store_extra,
-        workers=workers,
-        poll_interval=poll_interval,
-        max_attempts=max_attempts,
-        base_delay=base_delay,
-        max_delay=max_delay,
-        deadline=deadline,
-        log_format=log_format,
-    )
-    path = directory / "gateway.yaml"
-    path.write_text(text, encoding="utf-8")
+    """Write gateway.yaml for the simulators into `directory` (see sandbox_config) and load it."""
     env = sandbox_env(wh_api, cxone_issuer, secrets)
     env.update(extra_env or {})
-    return load_settings(path, env=env)
+    return write_settings(directory, sandbox_config(directory, **config), env)
