@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from gateway import cli, jsonutil
 from gateway.channels import channel_body, declare
@@ -144,12 +145,9 @@ async def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
         wh_api = "http://127.0.0.1:9/v1"  # never called by the channels command
         write_sandbox_settings(tmp_path, wh_api=wh_api, cxone_issuer=url)
         config = tmp_path / "gateway.yaml"
-        text = config.read_text()
-        config.write_text(
-            text.replace(
-                "  - name: jungle\n", f"  - name: jungle\n    integration_id: {INTEGRATION_ID}\n"
-            )
-        )
+        tree = yaml.safe_load(config.read_text())
+        tree["integrations"][0]["integration_id"] = INTEGRATION_ID
+        config.write_text(yaml.safe_dump(tree, sort_keys=False))
         for key, value in sandbox_env(wh_api, url).items():
             monkeypatch.setenv(key, value)
         yield Env(sim, config)

@@ -109,7 +109,7 @@ class Broken:
     file: str  # the file name the error names
     where: str  # the JSON pointer it names
     line: int | None
-    apply: Callable[[], None]
+    apply: Callable[[], object]
 
 
 @dataclass
@@ -257,7 +257,7 @@ async def test_twenty_reloads_under_traffic_fail_nothing_and_mix_nothing(tmp_pat
         traffic = Traffic(world, conversations, clock, versions=["v0"])
         current = {"text": versioned("v0")}
 
-        def write(text: str) -> Callable[[], None]:
+        def write(text: str) -> Callable[[], object]:
             return lambda: main.write_text(text, encoding="utf-8")
 
         def broken_kinds() -> list[Broken]:
@@ -358,6 +358,9 @@ async def test_twenty_reloads_under_traffic_fail_nothing_and_mix_nothing(tmp_pat
         assert traffic.versions[-1] == "v10" and traffic.version() == 10
         assert not traffic.failures, traffic.failures
         assert len(traffic.inbound) >= 20 and len(traffic.outbound) >= 20
+        # requests were in flight across the swaps (started on one version, ended on the next)
+        assert any(lo < hi for _, lo, hi, _ in traffic.inbound)
+        assert any(lo < hi for _, lo, hi, *_ in traffic.outbound)
         for text, lo, hi, served in traffic.inbound:
             assert lo <= served <= hi, (text, lo, hi, served)
         for text, lo, hi, in_request, in_response in traffic.outbound:
