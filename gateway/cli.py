@@ -118,11 +118,8 @@ def _serve(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     configure_logging(settings.logging.level, settings.logging.format)
     pid_file: Path | None = args.pid_file
-    if pid_file is not None:
-        pid_file.parent.mkdir(parents=True, exist_ok=True)
-        pid_file.write_text(f"{os.getpid()}\n")
     try:
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, pid_file=pid_file))
     except OSError as exc:
         print(f"error: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_START

@@ -22,7 +22,9 @@ from typing import Any
 
 from gateway.errors import Problem, SecretError
 
-_REF = re.compile(r"\$\$\{|\$\{([^}:]+)(?::-([^}]*))?\}")
+# ${NAME}, ${NAME:-default}, ${file:/path}, and $${ for a literal ${
+REFERENCE = re.compile(r"\$\$\{|\$\{(file:[^}]+|[^}:]+)(?::-([^}]*))?\}")
+_REF = REFERENCE
 
 
 class Secret:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from aiohttp import web
@@ -99,7 +101,12 @@ async def start_gateway(
     return running
 
 
-async def serve(settings: Settings) -> None:
+def _write_pid(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{os.getpid()}\n", encoding="utf-8")
+
+
+async def serve(settings: Settings, *, pid_file: Path | None = None) -> None:
     """Run until SIGTERM/SIGINT; SIGHUP reloads."""
     running = await start_gateway(settings)
     loop = asyncio.get_running_loop()
@@ -114,6 +121,9 @@ async def serve(settings: Settings) -> None:
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
+    if pid_file is not None:
+        # written once SIGHUP is handled: an early `reload` must not kill the process
+        await asyncio.to_thread(_write_pid, pid_file)
     log.info(
         "listening: CXone side %s, platform side %s",
         running.urls["cxone"],

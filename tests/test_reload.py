@@ -20,10 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from gateway.clock import FakeClock
-from gateway.errors import ConfigError
 from gateway.sandbox.wiring import CHAT_CHANNEL, REPO_MAPPINGS
 from tests.harness import SECRETS, start_world
 from tests.procs import ROOT, GatewayProcess, Sims, metric, start_sims, write_node_config
@@ -225,12 +223,6 @@ def test_reload_command_errors_are_clear(tmp_path: Path) -> None:
     assert usage.returncode == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ConfigError,
-    reason="`${file:...}` references are not parsed yet: the reference pattern of "
-    "gateway/secrets.py and gateway/mapping/resolve.py refuses ':' in a name",
-)
 async def test_a_rotated_secret_file_is_picked_up_by_reload(tmp_path: Path) -> None:
     mappings = tmp_path / "mappings"
     mappings.mkdir()

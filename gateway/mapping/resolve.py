@@ -10,10 +10,9 @@ from typing import Any
 from gateway.errors import Problem
 from gateway.mapping.loader import Problems
 from gateway.mapping.values import escape_pointer
-from gateway.secrets import resolve_tree
+from gateway.secrets import REFERENCE, resolve_tree
 
-# The reference grammar of gateway.secrets: ${NAME}, ${NAME:-default}, ${file:/p}, $${
-_REF = re.compile(r"\$\$\{|\$\{([^}:]+)(?::-([^}]*))?\}")
+_REF = REFERENCE  # the reference grammar of gateway.secrets
 # Samples are literal: `${...}` inside tests is data, not a reference.
 LITERAL_SECTIONS = frozenset({"tests"})
 
