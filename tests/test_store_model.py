@@ -14,13 +14,13 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
-from tests.test_store_contract import REDIS_URL, cleanup_redis, redis_available
 
 from gateway.clock import FakeClock
 from gateway.delivery.memory import MemoryStore
 from gateway.delivery.redis_store import RedisStore
 from gateway.delivery.sqlite import SqliteStore
 from gateway.delivery.store import Job, NewJob, Store
+from tests.test_store_contract import REDIS_URL, cleanup_redis, redis_available
 
 LEASE = 30.0
 DEDUPE_TTL = 20.0

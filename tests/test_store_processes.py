@@ -12,12 +12,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from tests.test_store_contract import REDIS_URL, cleanup_redis, redis_available
 
 from gateway.clock import FakeClock
 from gateway.delivery.redis_store import RedisStore
 from gateway.delivery.sqlite import SqliteStore
 from gateway.delivery.store import NewJob, Store
+from tests.test_store_contract import REDIS_URL, cleanup_redis, redis_available
 
 ROOT = Path(__file__).resolve().parents[1]
 

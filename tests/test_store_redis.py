@@ -8,12 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from tests.test_store_contract import REDIS_URL, cleanup_redis, redis_available
 
 from gateway.delivery.redis_store import RedisStore
 from gateway.delivery.store import NewJob
 from gateway.errors import StoreError
 from gateway.secrets import Secret
+from tests.test_store_contract import REDIS_URL, cleanup_redis, redis_available
 
 
 def free_port() -> int:
