@@ -16,10 +16,10 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
+from gateway.channels import declared_channels
 from gateway.errors import ConfigError, GatewayError
 from gateway.logs import configure_logging
 from gateway.sandbox.cxone import CxoneSim, CxoneSimConfig
@@ -40,34 +40,6 @@ log = logging.getLogger("gateway.sandbox")
 WEBHOOK_PATH = "/webhooks/watering-hole"  # webhook.path of mappings/watering-hole.yaml
 POLL_SECONDS = 20.0  # the longest a long poll of the page (and the sims) waits
 SHUTDOWN_SECONDS = 5.0
-
-# The two CXone channels as the mapping declares them (channels.chat / channels.board).
-CHANNEL_BODIES: tuple[dict[str, Any], ...] = (
-    {
-        "id": CHAT_CHANNEL,
-        "name": "Watering Hole DMs",
-        "realExternalPlatformId": "chat",
-        "isPrivate": True,
-        "hasTreeStructure": False,
-        "hasAbilityToSendFiles": True,
-        "hasOutboundFlow": True,
-        "hasManualOutboundFlow": True,
-        "canReplyToAnyMessage": False,
-        "canSendSenderActions": True,
-    },
-    {
-        "id": BOARD_CHANNEL,
-        "name": "Watering Hole Board",
-        "realExternalPlatformId": "forum",
-        "isPrivate": False,
-        "hasTreeStructure": True,
-        "hasAbilityToSendFiles": False,
-        "hasOutboundFlow": False,
-        "hasManualOutboundFlow": False,
-        "canReplyToAnyMessage": True,
-        "canSendSenderActions": False,
-    },
-)
 
 
 @dataclass
@@ -132,7 +104,6 @@ def _cxone_config(secrets: SandboxSecrets) -> CxoneSimConfig:
         access_key_secret=secrets.access_key_secret,
         app_client_id=secrets.app_client_id,
         app_client_secret=secrets.app_client_secret,
-        channels=CHANNEL_BODIES,
         gateway_client_id=secrets.byoc_client_id,
         gateway_client_secret=secrets.byoc_client_secret,
         gateway_timeout=15.0,
@@ -185,6 +156,9 @@ async def start_sandbox(
         )
         gw = await start_gateway(settings, shutdown_timeout=SHUTDOWN_SECONDS)
         stack.push_async_callback(gw.stop)
+        # the CXone channels exist as the gateway declares them (as `channels create` would)
+        for declared in declared_channels(gw.apps.gateway.routing):
+            cx.dfo.upsert_channel(declared.body)
 
         webhook = f"{gw.urls['platform']}{WEBHOOK_PATH}"
         subscribed = await wh.subscribe(webhook)
