@@ -5,32 +5,29 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gateway.cxone.tokens import TokenGrant
 from gateway.errors import ConfigError
-from gateway.sandbox.wiring import GATEWAY_YAML, sandbox_env
+from gateway.sandbox.wiring import sandbox_config, sandbox_env
 from gateway.secrets import Secret
 from gateway.settings import load_settings
 
 
 def _yaml(tmp_path: Path) -> str:
-    return GATEWAY_YAML.format(
+    tree = sandbox_config(
+        tmp_path,
         mappings_dir=tmp_path,
-        data_dir=tmp_path / "data",
-        platform_port=0,
-        cxone_port=0,
-        chat="chat",
-        board="board",
+        channels=[
+            {"id": "chat", "mapping": "watering-hole", "role": "chat"},
+            {"id": "board", "mapping": "watering-hole", "role": "board"},
+        ],
         backend="memory",
-        store_extra="",
         workers=1,
-        poll_interval=0.1,
         max_attempts=1,
-        base_delay=0.1,
-        max_delay=0.1,
         deadline=1,
-        log_format="json",
     )
+    return yaml.safe_dump(tree, sort_keys=False)
 
 
 def test_yaml_tags_that_build_python_objects_are_refused(tmp_path: Path) -> None:
