@@ -64,11 +64,14 @@ def chart(result: dict[str, Any], target: Path) -> None:
             ax.bar(x, lat["p95"], width, color=COLOURS[i % len(COLOURS)], alpha=0.6)
             ax.bar(x, lat["p50"], width, color=COLOURS[i % len(COLOURS)])
             ax.annotate(f"{lat['p99']:.1f}", (x, lat["p99"]), ha="center", va="bottom", fontsize=7)
+            own = summary[system][path].get("latency-own")
+            if own is not None:  # the same system at half of its own max
+                ax.plot([x], [own["latency_ms"]["p99"]], marker="D", color="black", ms=4)
     ax.set_xticks(range(len(paths)), paths, fontsize=8)
     ax.set_yscale("log")
     ax.set_title(
         "latency request -> sink at half the bridge's max\n"
-        "(bars: p50 dark, p95, p99 light; label p99)",
+        "(p50 dark, p95, p99 light; \u25c6 p99 at half its own max)",
         fontsize=9,
     )
     ax.set_ylabel("ms (log)", fontsize=8)

@@ -397,6 +397,54 @@ def memory(pid: int) -> dict[str, float]:
     return {"rss_mb": out.get("VmRSS", 0.0), "peak_rss_mb": out.get("VmHWM", 0.0)}
 
 
+def machine_busy() -> float:
+    """CPU seconds the whole machine spent busy since boot (all cores; idle and iowait out)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def own_cpu(pids: Sequence[int]) -> float:
+    """CPU seconds of this process, its waited-for children and the given live processes."""
+    import resource
+
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(pid)
+    return total
+
+
+class Interference:
+    """CPU the rest of the machine used meanwhile (other jobs sharing the cores)."""
+
+    def __init__(self, pids: Sequence[int]) -> None:
+        self.pids = list(pids)
+        self.t0 = time.monotonic()
+        self.busy0 = machine_busy()
+        self.own0 = own_cpu(self.pids)
+
+    def cores(self) -> float:
+        """Average number of cores busy with work that is not the benchmark's."""
+        foreign = (machine_busy() - self.busy0) - (own_cpu(self.pids) - self.own0)
+        return max(0.0, foreign) / max(time.monotonic() - self.t0, 1e-9)
+
+
+def wait_quiet(pids: Sequence[int], limit: float = 0.3, timeout: float = 30.0) -> float:
+    """Wait (up to `timeout` s) until other jobs use less than `limit` cores; return their load."""
+    deadline = time.monotonic() + timeout
+    while True:
+        probe = Interference(pids)
+        time.sleep(0.5)
+        load = probe.cores()
+        if load < limit or time.monotonic() > deadline:
+            return load
+
+
 def dirty_mb() -> float:
     """Dirty page-cache data waiting for writeback, in MB."""
     with open("/proc/meminfo") as f:

@@ -135,7 +135,9 @@ def one(store: str, batch: int, args: argparse.Namespace, out: Path) -> dict[str
             target = f"http://127.0.0.1:{pp}"
             # warm up with CXone up: token fetched, connections open
             loadgen(target, batch, 1.0, f"w{name}", out / "warm.json", load)
-            time.sleep(1.5)
+            status = f"http://127.0.0.1:{cp}/status.json"
+            while http_json(status, headers=admin)["queue_depth"]:  # the warm-up delivered
+                time.sleep(0.2)
             http_json(sinks + "/_bench/dump")
             http_json(sinks + "/_bench/cxone/down", data={})
             settle()
@@ -144,23 +146,23 @@ def one(store: str, batch: int, args: argparse.Namespace, out: Path) -> dict[str
             cpu1 = cpu_seconds(gateway.pid)
             accepted = down["ok_messages"]
             accept_rate = accepted / (down["end"] - down["start"])
-            depth = http_json(f"http://127.0.0.1:{cp}/status.json", headers=admin)["queue_depth"]
+            depth = http_json(status, headers=admin)["queue_depth"]
             rss_down = memory(gateway.pid)
             refused = http_json(sinks + "/_bench/dump")["refused"]
             settle()
             up_at = time.monotonic()
             http_json(sinks + "/_bench/cxone/up", data={})
+            wanted = set(down["sent"])
             arrivals: dict[str, float] = {}
             quiet_since = time.monotonic()
-            while len(arrivals) < accepted and time.monotonic() - quiet_since < 15:
+            while len(arrivals) < len(wanted) and time.monotonic() - quiet_since < 15:
                 time.sleep(0.25)
                 dump = http_json(sinks + "/_bench/dump")
                 if dump["cxone"]:
                     quiet_since = time.monotonic()
-                arrivals.update(dump["cxone"])
+                arrivals.update((k, t) for k, t in dump["cxone"].items() if k in wanted)
             cpu2 = cpu_seconds(gateway.pid)
-            wanted = set(down["sent"])
-            got = [t for k, t in arrivals.items() if k in wanted]
+            got = list(arrivals.values())
             first, last = (min(got), max(got)) if got else (up_at, up_at)
             row = {
                 "store": store,

@@ -20,10 +20,6 @@ def main() -> int:
     p.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     args = p.parse_args()
-    import os
-
-    if os.environ.get("BENCH_SWITCH_INTERVAL"):
-        sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
     rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
     if args.loop != "asyncio":
         try:

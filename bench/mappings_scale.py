@@ -113,6 +113,7 @@ def measure_serve(
         time.sleep(0.5)
         rss_start = memory(gateway.pid)
         times = []
+        rss_each = []
         for generation in range(2, reloads + 2):
             t0 = time.monotonic()
             os.kill(gateway.pid, signal.SIGHUP)
@@ -125,6 +126,7 @@ def measure_serve(
                     raise RuntimeError("reload did not finish in 300 s")
                 time.sleep(0.005)
             times.append(time.monotonic() - t0)
+            rss_each.append(memory(gateway.pid)["rss_mb"])
             if not last.get("ok"):
                 raise RuntimeError(f"reload failed: {last.get('errors')}")
         rss_end = memory(gateway.pid)
@@ -134,6 +136,7 @@ def measure_serve(
         "reload_runs_s": times,
         "rss_serving_mb": rss_start["rss_mb"],
         "rss_after_reloads_mb": rss_end["rss_mb"],
+        "rss_after_each_reload_mb": rss_each,
         "peak_rss_mb": rss_end["peak_rss_mb"],
     }
 

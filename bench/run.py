@@ -35,6 +35,7 @@ import orjson
 
 from bench.common import (
     Child,
+    Interference,
     bench_env,
     children,
     cpu_seconds,
@@ -49,6 +50,7 @@ from bench.common import (
     settle,
     start,
     wait_http,
+    wait_quiet,
     write_gateway_yaml,
 )
 
@@ -86,6 +88,7 @@ class Bench:
     load_cpus: set[int] | None = None
     sut_cpus: set[int] | None = None
     systems: list[System] = field(default_factory=list)
+    load_pids: list[int] = field(default_factory=list)
     phases: list[dict[str, Any]] = field(default_factory=list)
     memory: list[dict[str, Any]] = field(default_factory=list)
     seq: int = 0
@@ -98,6 +101,7 @@ class Bench:
         started.append(
             start("sinks", [*cmd, "--platform-port", str(pl)], self.out, cpus=self.load_cpus)
         )
+        self.load_pids.append(started[-1].pid)
         self.sinks_url = f"http://127.0.0.1:{cx}"
         self.platform_api = f"http://127.0.0.1:{pl}/v1"
         wait_http(self.sinks_url + "/_bench/health", started[-1])
@@ -184,11 +188,15 @@ class Bench:
         others = [s.child.pid for s in self.systems if s is not system and s.child]
         idle0 = sum(cpu_seconds(p) for p in others)
         settle()
+        ours = [pid, *others, *self.load_pids]
+        before = wait_quiet(ours, timeout=self.args.quiet_timeout)
+        interference = Interference(ours)
         cpu0 = cpu_seconds(pid)
         result = self.loadgen(system, path, extra)
         sent: dict[str, float] = result["sent"]
         arrivals = self.drain(sent)
         cpu1 = cpu_seconds(pid)
+        foreign = interference.cores()
         idle_cpu = sum(cpu_seconds(p) for p in others) - idle0
         delivered = len(arrivals)
         first = min(sent.values()) if sent else 0.0
@@ -217,6 +225,9 @@ class Bench:
             "cpu_per_1000": (cpu1 - cpu0) / max(delivered, 1) * 1000,
             "cpu_utilisation": (cpu1 - cpu0) / span,
             "other_systems_cpu_s": idle_cpu,  # what the idle system(s) took meanwhile
+            # cores busy with other jobs of the machine before / during the phase
+            "foreign_cores_before": before,
+            "foreign_cores": foreign,
             **memory(pid),
         }
         self.phases.append(record)
@@ -245,6 +256,10 @@ class Bench:
                     rate = self.args.latency_rate or maxima[systems[0].name]["throughput"] * 0.5
                     for system in systems:
                         self.phase(system, path, rep, "latency", rate)
+                    if self.args.own_latency:  # context: each at half of its own max
+                        for system in systems[1:]:
+                            own = maxima[system.name]["throughput"] * 0.5
+                            self.phase(system, path, rep, "latency-own", own)
                 for system in systems:
                     assert system.child is not None
                     self.memory.append(
@@ -267,7 +282,7 @@ def _line(r: dict[str, Any]) -> str:
         f"rate={r['target_rate'] or 0:7.0f} thr={r['throughput']:7.0f}/s "
         f"p50={lat['p50']:7.1f} p95={lat['p95']:7.1f} p99={lat['p99']:7.1f} ms "
         f"cpu/1k={r['cpu_per_1000']:.3f}s util={r['cpu_utilisation']:.2f} "
-        f"rss={r['rss_mb']:.0f}MB idle-other={r['other_systems_cpu_s']:.2f}s "
+        f"rss={r['rss_mb']:.0f}MB foreign={r['foreign_cores']:.2f}cores "
         f"lost={r['lost']} {r['statuses']} {r['errors'] or ''}"
     )
 
@@ -292,6 +307,7 @@ def summarise(phases: list[dict[str, Any]], mem: list[dict[str, Any]]) -> dict[s
             "cpu_per_1000": median([r["cpu_per_1000"] for r in runs]),
             "cpu_utilisation": median([r["cpu_utilisation"] for r in runs]),
             "lost": sum(r["lost"] for r in runs),
+            "foreign_cores": median([r.get("foreign_cores", float("nan")) for r in runs]),
         }
     for system in summary:
         peaks = [m["peak_rss_mb"] for m in mem if m["system"] == system]
@@ -361,10 +377,22 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument(
+        "--quiet-timeout",
+        type=float,
+        default=20.0,
+        help="wait this long at most for other jobs to calm down before a phase",
+    )
+    p.add_argument(
         "--latency-rate",
         type=float,
         default=None,
         help="messages/s of the latency phases (default: half the bridge's max)",
+    )
+    p.add_argument(
+        "--own-latency",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure each gateway's latency at half of its own max",
     )
     p.add_argument("--warmup-count", type=int, default=500, help="messages per warm-up")
     p.add_argument("--quick", action="store_true", help="1 rep, short phases (~1 min)")
@@ -382,6 +410,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     if args.smoke:
         args.reps, args.max_duration, args.duration, args.concurrency = 1, 1.0, 1.0, 2
         args.latency_rate = args.latency_rate or 50.0
+        args.quiet_timeout = 0.0
+        args.own_latency = False
         args.warmup_count = 20
     return args
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway import admin, status_page
+from gateway import admin, media, status_page
 from gateway.certwatch import certificates_ctx
 from gateway.clock import Clock, system_clock
 from gateway.cxone import endpoints as cxone_endpoints
@@ -43,6 +43,7 @@ from gateway.http import make_session
 from gateway.http_errors import error_middleware
 from gateway.keys import GATEWAY, LISTENER
 from gateway.logs import request_id
+from gateway.media import MediaClient
 from gateway.metrics import create_metrics
 from gateway.platform import webhooks
 from gateway.platform.client import PlatformClient
@@ -122,6 +123,7 @@ def create_apps(settings: Settings, *, clock: Clock = system_clock) -> GatewayAp
     platform_app[GATEWAY] = gateway
     platform_app[LISTENER] = "platform"
     platform_app.router.add_get("/healthz", admin.healthz)
+    media.add_routes(platform_app)  # before the webhooks' catch-all
     webhooks.add_routes(platform_app)
     return GatewayApps(gateway, cxone_app, platform_app)
 
@@ -165,6 +167,7 @@ async def _clients_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         gw.cxone = CxoneClient(cxone_session, s.cxone, auth, clock=gw.clock)
         gw.platform = PlatformClient(platform_session, retry=s.cxone.retry, clock=gw.clock)
+        gw.media = MediaClient(platform_session)  # proxied files, CXone's attachments
         yield
     finally:
         await auth.aclose()

@@ -344,7 +344,8 @@ def cxone_error(exc: BaseException) -> dict[str, Any]:
             "retried": True,
             "body": {
                 "error": "platform_unavailable",
-                "message": f"{exc.upstream} did not accept the request in time",
+                "message": f"{exc.upstream} did not accept the request in time"
+                + (f" (last attempt: {exc.message})" if exc.message else ""),
             },
         }
     return {"status": 502, "body": {"error": "upstream_error", "message": str(exc)}}

@@ -26,6 +26,7 @@ import asyncio
 import functools
 import ipaddress
 import logging
+import re
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeAlias, TypeVar
@@ -128,15 +129,19 @@ def _within(addr: IPAddress, networks: Iterable[IPNetwork]) -> bool:
     return any(addr.version == net.version and addr in net for net in networks)
 
 
+def _peer(request: web.BaseRequest) -> IPAddress | None:
+    transport = request.transport
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    return _parse_ip(str(peer[0])) if isinstance(peer, tuple) and peer else None
+
+
 def client_ip(request: web.BaseRequest, trusted_proxies: Sequence[str]) -> IPAddress | None:
     """The caller's address: the socket peer, or the right-most untrusted X-Forwarded-For hop.
 
     X-Forwarded-For is read only when the socket peer is a trusted proxy; hops added by
     trusted proxies are skipped from the right. None when unknown (fail closed).
     """
-    transport = request.transport
-    peer = transport.get_extra_info("peername") if transport is not None else None
-    addr = _parse_ip(str(peer[0])) if isinstance(peer, tuple) and peer else None
+    addr = _peer(request)
     trusted = parse_networks(tuple(trusted_proxies), "trusted_proxies")
     if addr is None or not _within(addr, trusted):
         return addr
@@ -149,6 +154,40 @@ def client_ip(request: web.BaseRequest, trusted_proxies: Sequence[str]) -> IPAdd
         if not _within(addr, trusted):
             return addr
     return addr  # every hop is a trusted proxy: the left-most one is the caller
+
+
+_FORWARDED_HOST = re.compile(
+    r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(:[0-9]{1,5})?$"
+)
+
+
+def _last_value(request: web.BaseRequest, name: str) -> str | None:
+    values = [v.strip() for line in request.headers.getall(name, ()) for v in line.split(",")]
+    values = [v for v in values if v]
+    return values[-1] if values else None
+
+
+def forwarded_origin(request: web.BaseRequest, trusted_proxies: Sequence[str]) -> str | None:
+    """`scheme://host` from X-Forwarded-Proto / -Host, when a trusted proxy sent them.
+
+    Read only when the socket peer is a trusted proxy, and only the right-most value of
+    each header (the one the nearest proxy wrote; values to its left came from further
+    away, perhaps from the client). None when the peer is not trusted, neither header is
+    there, or a value is not a plain `http`/`https` or `host[:port]`.
+    """
+    addr = _peer(request)
+    trusted = parse_networks(tuple(trusted_proxies), "trusted_proxies")
+    if addr is None or not _within(addr, trusted):
+        return None
+    proto = _last_value(request, "X-Forwarded-Proto")
+    host = _last_value(request, "X-Forwarded-Host")
+    if proto is None and host is None:
+        return None
+    scheme = (proto or request.scheme).lower()
+    host = host or request.host
+    if scheme not in ("http", "https") or not _FORWARDED_HOST.match(host):
+        return None
+    return f"{scheme}://{host}"
 
 
 def ip_allow_middleware(

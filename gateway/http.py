@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ssl
 
 import aiohttp
@@ -13,8 +14,12 @@ from gateway.settings import Timeouts
 USER_AGENT = f"byoc-gateway/{__version__}"
 
 
+@functools.lru_cache(maxsize=64)
 def client_timeout(t: Timeouts) -> aiohttp.ClientTimeout:
-    """Turn per-phase settings into an aiohttp timeout (connect, socket read, total)."""
+    """Turn per-phase settings into an aiohttp timeout (connect, socket read, total).
+
+    Cached: the platform client asks for one per request, and both types are frozen.
+    """
     return aiohttp.ClientTimeout(total=t.total, connect=t.connect, sock_read=t.read)
 
 

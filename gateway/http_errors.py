@@ -60,7 +60,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return json_error(
             503,
             "platform_unavailable",
-            f"{exc.upstream} did not accept the request in time",
+            f"{exc.upstream} did not accept the request in time"
+            + (f" (last attempt: {exc.message})" if exc.message else ""),
             headers,
         )
     except web.HTTPException as exc:

@@ -1,8 +1,9 @@
 """One JSON implementation for the whole gateway.
 
-orjson is fast and keeps integers exact up to 64 bits; a document holding a longer
-digit run (an id of 20+ digits) is parsed by the standard library instead, which keeps
-every digit, so ids never turn into floats.
+orjson is fast and keeps integers exact from -2**63 to 2**64 - 1 and turns any other
+integer into a float; a document that may hold one (a run of 20+ digits, or a minus
+sign before 19) is parsed by the standard library instead, which keeps every digit, so
+ids never turn into floats.
 """
 
 from __future__ import annotations
@@ -16,17 +17,21 @@ from gateway.errors import BadRequest
 
 JSONDecodeError = orjson.JSONDecodeError
 
-# Finding a run of 20 digits is on the path of every parse, so it must cost far less than
-# the parse: map every digit to "0" and everything else to " " (bytes.translate), then
-# look for twenty "0" (a fast substring search). About 10x cheaper than the equivalent
-# regex `[0-9]{20}` and 3x cheaper than orjson's own parse of the same bytes.
-_DIGITS = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
+# Finding a long digit run is on the path of every parse, so it must cost far less than
+# the parse: map every digit to "0", "-" to itself and everything else to " "
+# (bytes.translate), then look for twenty "0", or "-" and nineteen "0" (fast substring
+# searches). About 10x cheaper than the equivalent regex and 3x cheaper than orjson's
+# own parse of the same bytes. Every integer of 19 digits fits orjson's unsigned range,
+# but a negative one below -2**63 (-9223372036854775809 ...) does not.
+_DIGITS = bytes(0x30 if 0x30 <= i <= 0x39 else 0x2D if i == 0x2D else 0x20 for i in range(256))
 _RUN = b"0" * 20
+_NEGATIVE_RUN = b"-" + b"0" * 19
 
 
 def has_long_number(raw: bytes) -> bool:
-    """True when `raw` holds 20 or more consecutive ASCII digits (may be beyond 64 bits)."""
-    return _RUN in raw.translate(_DIGITS)
+    """True when `raw` may hold an integer beyond orjson's 64-bit range (20+ digits, or -19)."""
+    digits = raw.translate(_DIGITS)
+    return _RUN in digits or _NEGATIVE_RUN in digits
 
 
 def dumps(value: Any) -> bytes:

@@ -31,6 +31,8 @@ class Metrics:
     token_refreshes: Counter
     tokens_issued: Counter
     upstream_errors: Counter
+    lookups: Counter
+    media: Counter
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -89,6 +91,18 @@ def create_metrics() -> Metrics:
         ),
         upstream_errors=Counter(
             "byoc_upstream_errors", "Failed upstream calls", ["upstream", "kind"], registry=r
+        ),
+        lookups=Counter(
+            "byoc_lookups",
+            "Mapping lookups by outcome (failed: delivered with the fallback)",
+            ["mapping", "lookup", "outcome"],
+            registry=r,
+        ),
+        media=Counter(
+            "byoc_media_requests",
+            "Requests for proxied platform files, by outcome",
+            ["mapping", "outcome"],
+            registry=r,
         ),
     )
 

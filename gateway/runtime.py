@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from gateway.cxone.tokens import FailureThrottle, TokenIssuer
     from gateway.delivery.store import Store
     from gateway.delivery.worker import Workers
+    from gateway.media import MediaClient
     from gateway.platform.client import PlatformClient
 
 log = logging.getLogger("gateway.reload")
@@ -130,6 +131,7 @@ class Gateway:
         self.store: Store
         self.cxone: CxoneClient
         self.platform: PlatformClient
+        self.media: MediaClient
         self.issuer: TokenIssuer
         self.throttle: FailureThrottle
         self.workers: Workers | None = None

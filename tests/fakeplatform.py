@@ -6,6 +6,7 @@ Tests fill it per case:
     api.on("POST", "/channels/{channel}/messages", json={"id": "m_1"}, status=201)
     api.on("POST", "/sendMessage", Answer(429, headers={"Retry-After": "0"}), Answer(200, ...))
     api.on("GET", "/ping", lambda req: Answer(200, text=req.query["x"]))
+    api.on("GET", "/slow", hold)          # async def hold(req): await event.wait(); return ...
     runner, url = await serve_app(api.app)
     ...
     (sent,) = api.requests_to("POST", "/channels/c_1/messages")
@@ -19,8 +20,9 @@ wait with `await api.wait_for(predicate)`, never with sleeps.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
@@ -74,8 +76,11 @@ class Answer:
     json: Any = None
     text: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    raw: bytes | None = None  # a binary body (a file), sent with `headers` as they are
 
     def response(self) -> web.Response:
+        if self.raw is not None:
+            return web.Response(status=self.status, body=self.raw, headers=self.headers)
         if self.text is not None:
             return web.Response(status=self.status, text=self.text, headers=self.headers)
         if self.json is None:
@@ -88,7 +93,7 @@ class Answer:
         )
 
 
-Responder = Answer | Callable[[Recorded], Answer]
+Responder = Answer | Callable[[Recorded], Answer | Awaitable[Answer]]
 
 
 class _Route:
@@ -162,7 +167,8 @@ class FakePlatform:
             return web.json_response({"error": "no_route"}, status=404)
         answer = route.next()
         if callable(answer):
-            answer = answer(recorded)
+            answered = answer(recorded)  # an async responder may hold the answer back
+            answer = await answered if inspect.isawaitable(answered) else answered
         return answer.response()
 
     def _match(self, method: str, path: str) -> tuple[_Route | None, dict[str, str]]:

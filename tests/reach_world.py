@@ -160,11 +160,13 @@ async def start_reach(
     api_env: str,
     api_suffix: str = "",
     clock: Clock = system_clock,
+    overrides: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Reach]:
     """Run the gateway with only tests/fixtures/platforms/<platform>.yaml loaded.
 
     `env` holds the mapping's secrets; `api_env` names the variable its `base_url` reads,
-    which is set to the fake platform's URL (plus `api_suffix`).
+    which is set to the fake platform's URL (plus `api_suffix`). `overrides` is merged
+    into gateway.yaml (e.g. `{"listeners": {"platform": {"public_url": ...}}}`).
     """
     source = PLATFORMS / f"{platform}.yaml"
     mappings_dir = directory / "mappings"
@@ -201,7 +203,7 @@ async def start_reach(
             max_attempts=3,
             max_delay=0.2,
             deadline=3,
-            overrides={"logging": {"level": "WARNING"}},
+            overrides={"logging": {"level": "WARNING"}, **(overrides or {})},
         )
         full_env = sandbox_env("http://unused.invalid", cx_url, SECRETS)
         full_env.update(env)

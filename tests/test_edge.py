@@ -17,6 +17,7 @@ from gateway.edge import (
     check_json_depth,
     client_ip,
     edge_middlewares,
+    forwarded_origin,
     ip_allow_middleware,
     read_body_limited,
     server_kwargs,
@@ -41,9 +42,14 @@ def make_app(get_listener: Callable[[], ListenerSettings]) -> web.Application:
     async def whoami(request: web.Request) -> web.Response:
         return web.json_response({"ip": str(client_ip(request, get_listener().trusted_proxies))})
 
+    async def origin(request: web.Request) -> web.Response:
+        found = forwarded_origin(request, get_listener().trusted_proxies)
+        return web.json_response({"origin": found})
+
     app = web.Application(middlewares=[error_middleware, *edge_middlewares(get_listener)])
     app.router.add_post("/echo", echo)
     app.router.add_get("/whoami", whoami)
+    app.router.add_get("/origin", origin)
     return app
 
 
@@ -232,6 +238,33 @@ async def test_ip_allow_list_and_trusted_proxies(edge: tuple[list[ListenerSettin
     assert (await whoami("203.0.113.5, not-an-ip"))[0] == 403  # junk: fail closed
     assert (await whoami())[0] == 403  # no header: the proxy itself is the caller
     assert await whoami("[203.0.113.9]:4711") == (200, {"ip": "203.0.113.9"})
+
+
+async def test_forwarded_origin_is_read_only_from_trusted_proxies(
+    edge: tuple[list[ListenerSettings], str],
+) -> None:
+    current, base = edge
+
+    async def origin(headers: dict[str, str]) -> object:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{base}/origin", headers=headers) as resp,
+        ):
+            return (await resp.json())["origin"]
+
+    both = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "hooks.example.com"}
+    assert await origin(both) is None  # from anyone else: ignored
+    current[0] = ListenerSettings(trusted_proxies=("127.0.0.1",))
+    assert await origin(both) == "https://hooks.example.com"
+    assert await origin({}) is None  # nothing forwarded: the request's own URL applies
+    # several values: the right-most is the one the trusted proxy wrote
+    many = {"X-Forwarded-Host": "evil.example, hooks.example.com:8443"}
+    assert await origin(many) == "http://hooks.example.com:8443"
+    assert await origin({"X-Forwarded-Proto": "http, https"}) == f"https://{base[7:]}"
+    assert await origin({"X-Forwarded-Host": "[2001:db8::1]:8080"}) == "http://[2001:db8::1]:8080"
+    for junk in ("user@evil.example", "evil.example/x", "a b", "-evil.example", "h:99999x"):
+        assert await origin({"X-Forwarded-Host": junk}) is None, junk
+    assert await origin({"X-Forwarded-Proto": "gopher"}) is None
 
 
 def test_bad_cidr_fails_at_start() -> None:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from gateway import jsonutil
+from gateway import jsonutil, thread_state
 from gateway.cxone import threads
 from gateway.delivery.worker import THREAD_CHANNEL_NS
 from gateway.edge import check_json_depth, client_ip, read_body_limited
@@ -24,6 +24,8 @@ from gateway.errors import BadRequest, GatewayError, NotFound, RequestError
 from gateway.keys import GATEWAY
 from gateway.logs import text_for_log
 from gateway.mapping import CompiledMapping, OutboundContext, OutboundPlan, PlatformResponse
+from gateway.media import ReplyUploads
+from gateway.runtime import Gateway
 from gateway.settings import IntegrationSettings, LoggingSettings
 from gateway.tls import require_peer
 
@@ -129,7 +131,7 @@ async def sender_action(request: web.Request) -> web.Response:
         params=params,
         body=body,
     )
-    plan = mapping.route_outbound(ctx)
+    plan = mapping.route_outbound(await _with_state(gw, mapping, ctx))
     for req in plan.requests:
         await gw.platform.send(
             req,
@@ -259,6 +261,7 @@ async def _reply(
         params=routed_params,
         body=routed_body,
     )
+    ctx = await _with_state(gw, mapping, ctx)
     try:
         plan = mapping.route_outbound(ctx)
     except GatewayError:
@@ -281,6 +284,8 @@ async def _reply(
     responses: list[PlatformResponse] = []
     started = time.monotonic()
     try:
+        if plan.pending_uploads:  # the platform takes files as uploads first
+            plan = await mapping.upload_attachments(plan, ReplyUploads(gw, mapping, key))
         for i, req in enumerate(plan.requests):
             part_key = key if len(plan.requests) == 1 else f"{key}.{i}"
             responses.append(
@@ -338,6 +343,19 @@ async def _reply(
         },
     )
     return result
+
+
+async def _with_state(
+    gw: Gateway, mapping: CompiledMapping, ctx: OutboundContext
+) -> OutboundContext:
+    """The call with what inbound messages stored under its thread (mapping `state:`)."""
+    if not mapping.stores_thread_state:
+        return ctx
+    thread = mapping.outbound_thread(ctx)
+    if thread is None:
+        return ctx
+    state = await thread_state.load(gw.store, mapping.name, ctx.channel, thread, gw.clock())
+    return dataclasses.replace(ctx, state=state)
 
 
 def _platform_thread(

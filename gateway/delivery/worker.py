@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from gateway import lookups, thread_state
 from gateway.cxone import threads as thread_alias
 from gateway.delivery.jobs import InboundJob, thread_key
 from gateway.delivery.store import Job
@@ -127,8 +128,11 @@ class Workers:
             return
         call = record.call
         if call is None or record.version != mapping.version:
+            # rendered here, not at intake: lookups may call the platform, media URLs are
+            # signed for CXone's fetch, thread state is kept (CompiledMapping.render_inbound)
             try:
-                routed = mapping.route_inbound(record.as_item())
+                io = lookups.WorkerIO(gw, mapping)
+                routed = await mapping.render_inbound(record.as_item(), io)
             except MappingRuntimeError as exc:
                 await self._dead(job, owner, record, str(exc), kind="mapping_error")
                 return
@@ -136,6 +140,7 @@ class Workers:
                 await gw.store.complete(job, owner)
                 return
             call = routed
+            lookups.count(gw, mapping.name, call.lookups)
         channel_id = routing.channel_id(mapping.name, call.channel)
         if channel_id is None:
             await self._dead(
@@ -184,6 +189,10 @@ class Workers:
                 kind="cxone_refused",
             )
             return
+        if call.state:
+            await thread_state.save(
+                gw.store, mapping.name, call.channel, call.thread_id, call.state, gw.clock()
+            )
         if call.action == "create_message":
             contact_id = _contact_id(result.body)
             if contact_id is not None:

@@ -12,6 +12,7 @@ from gateway.mapping.defaults import CxoneDefaults
 from gateway.mapping.expressions import Expr, compile_or_report
 from gateway.mapping.inbound import InboundRoute, InboundRouter
 from gateway.mapping.loader import Problems
+from gateway.mapping.media import MediaSpec, compile_media
 from gateway.mapping.model import (
     AttachmentLimits,
     AuthSpec,
@@ -20,7 +21,7 @@ from gateway.mapping.model import (
     PlatformSpec,
     WebhookSpec,
 )
-from gateway.mapping.outbound import OutboundRouter
+from gateway.mapping.outbound import OutboundRoute, OutboundRouter
 from gateway.mapping.routes import compile_inbound, compile_outbound
 from gateway.mapping.templates import compile_template
 from gateway.mapping.webhook import Handshake, Reply, TokenCheck, Webhook
@@ -38,6 +39,9 @@ def _inbound_exprs(routes: tuple[InboundRoute, ...], dedupe: Expr | None) -> lis
         exprs.extend(e for _, e in route.extract)
         if route.when is not None:
             exprs.append(route.when)
+        if route.state is not None:  # evaluated over the item, when the worker renders
+            exprs.extend(e.value for e in route.state.entries)
+            exprs.extend(e.expires_at for e in route.state.entries if e.expires_at)
     return exprs
 
 
@@ -53,6 +57,7 @@ class Parts:
     webhook: Webhook
     inbound: InboundRouter
     outbound: OutboundRouter
+    media: MediaSpec | None = None
 
 
 def compile_tree(
@@ -85,6 +90,8 @@ def compile_tree(
         webhook.spec, needs_ancestors=bool(used & _ANCESTRY), needs_request=bool(used & _REQUEST)
     )
     outbound = compile_outbound(tree.get("outbound") or [], problems, defaults)
+    media = compile_media(tree["media"], problems) if "media" in tree else None
+    _check_bridges(inbound, outbound, media is not None, bool(used & _REQUEST), problems)
     _check_tests(tree.get("tests") or [], problems, channels)
     return Parts(
         name=name,
@@ -93,7 +100,7 @@ def compile_tree(
         platform=platform,
         channels=channels,
         webhook=webhook,
-        inbound=InboundRouter(name, variables, inbound, webhook.dedupe),
+        inbound=InboundRouter(name, variables, inbound, webhook.dedupe, platform),
         outbound=OutboundRouter(
             name,
             variables,
@@ -104,7 +111,44 @@ def compile_tree(
             error_code,
             error_message,
         ),
+        media=media,
     )
+
+
+def _check_bridges(
+    inbound: tuple[InboundRoute, ...],
+    outbound: tuple[OutboundRoute, ...],
+    has_media: bool,
+    reads_request: bool,
+    problems: Problems,
+) -> None:
+    """Cross-route checks: media_url() needs `media:`; required state must be stored."""
+    stored = {e.name for r in inbound if r.state is not None for e in r.state.entries}
+    deferred = next((i for i, r in enumerate(inbound) if r.deferred), None)
+    if deferred is not None and reads_request:
+        # the worker routes the item again from the queue, where the request is gone
+        problems.add(
+            f"/inbound/{deferred}",
+            "a route with lookups, state or media_url() is rendered by the queue worker, "
+            "where headers() and query() are empty, yet inbound expressions use them",
+            "read the values from the body instead of headers() / query()",
+        )
+    for index, route in enumerate(inbound):
+        if route.media and not has_media:
+            problems.add(
+                f"/inbound/{index}",
+                f"the route {route.name!r} uses media_url() but the mapping has no `media:`",
+                "add a media: section saying how to fetch a file from the platform",
+            )
+    for index, out in enumerate(outbound):
+        for name in out.require_state:
+            if name not in stored:
+                problems.add(
+                    f"/outbound/{index}/require_state",
+                    f"no inbound route stores {name!r} in its state",
+                    f"store it under an inbound route's state.store; stored: "
+                    f"{', '.join(sorted(stored)) or 'nothing'}",
+                )
 
 
 def _platform(
@@ -299,11 +343,27 @@ def _webhook(
     response = (
         _reply(spec["response"], "/webhook/response", problems) if "response" in spec else None
     )
+    public_url = spec.get("public_url") or None
+    if public_url is not None and "/webhook/public_url" not in placeholders:
+        parts = urlsplit(public_url)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.netloc
+            or parts.query
+            or parts.fragment
+        ):
+            problems.add(
+                "/webhook/public_url",
+                f"{public_url!r} is not an http(s) base URL without query or fragment",
+                "write the scheme, host and path prefix the platform calls, "
+                "e.g. https://hooks.example.com/gw",
+            )
     webhook_spec = WebhookSpec(
         path=spec["path"],
         format=spec.get("format", "json"),
         signature=MaskedMapping(signature),
         max_body_bytes=spec.get("max_body_bytes"),
+        public_url=public_url if "/webhook/public_url" not in placeholders else None,
     )
     return Webhook(mapping, webhook_spec, levels, dedupe, tuple(handshakes), response, variables)
 

@@ -21,7 +21,7 @@ import jmespath.visitor
 
 from gateway import jsonutil
 from gateway.errors import BadRequest
-from gateway.mapping import values
+from gateway.mapping import bridging, values
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -107,9 +107,15 @@ class CustomFunctions(jmespath.functions.Functions):  # type: ignore[misc]
     @_signature({"types": ["array", "null"]}, _STR, _ANY)
     def _func_find_by(self, items: list[Any] | None, key: str, wanted: Any) -> Any:
         for element in items or ():
-            if isinstance(element, dict) and element.get(key) == wanted:
+            if isinstance(element, dict) and _same(element.get(key), wanted):
                 return element
         return None
+
+    @_signature({"types": ["array", "null"]}, _STR, _ANY)
+    def _func_filter_by(self, items: list[Any] | None, key: str, wanted: Any) -> list[Any]:
+        # a JMESPath filter cannot compare with a value of the item being evaluated
+        # (`[?id == ...]` sees only the list element), hence this function
+        return [e for e in items or () if isinstance(e, dict) and _same(e.get(key), wanted)]
 
     @_signature({"types": ["object", "null"]})
     def _func_entries(self, value: dict[str, Any] | None) -> list[dict[str, Any]] | None:
@@ -124,6 +130,18 @@ class CustomFunctions(jmespath.functions.Functions):  # type: ignore[misc]
     @_signature(_ANY)
     def _func_to_str(self, value: Any) -> str | None:
         return values.to_str(value)
+
+    @_signature({"types": [], "variadic": True})
+    def _func_join_ids(self, *parts: Any) -> str:
+        return bridging.join_ids(parts)
+
+    @_signature(_STR_OR_NULL)
+    def _func_split_ids(self, composite: str | None) -> list[str] | None:
+        return bridging.split_ids(composite)
+
+    @_signature({"types": ["string", "object", "null"]})
+    def _func_media_url(self, value: Any) -> str | None:
+        return bridging.media_url(value)
 
     @_signature(_STR_OR_NULL)
     def _func_from_json(self, text: str | None) -> Any:
@@ -162,6 +180,13 @@ class CustomFunctions(jmespath.functions.Functions):  # type: ignore[misc]
     @_signature()
     def _func_query(self) -> dict[str, str]:
         return dict(_CONTEXT.get().query)
+
+
+def _same(value: Any, wanted: Any) -> bool:
+    """JMESPath equality: `true` is not `1`, and a number never equals a text."""
+    if isinstance(value, bool) or isinstance(wanted, bool):
+        return value is wanted
+    return bool(value == wanted) and value is not None
 
 
 FUNCTION_TABLE: Mapping[str, Mapping[str, Any]] = CustomFunctions.FUNCTION_TABLE

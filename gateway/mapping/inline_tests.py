@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
+from email import policy
+from email.parser import BytesParser
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -29,10 +31,11 @@ from gateway.mapping.model import (
     InboundCall,
     OutboundContext,
     PlatformRequest,
-    PlatformResponse,
     TestFailure,
+    ThreadState,
     mask_url,
 )
+from gateway.mapping.offline import CannedLookups, CannedUploads, response_of, run_offline
 from gateway.mapping.templates import fixed_clock
 
 TEST_NOW = 1_764_158_400.0  # 2025-11-26T12:00:00.000Z
@@ -140,8 +143,10 @@ def _inbound(m: CompiledMapping, spec: Mapping[str, Any]) -> list[dict[str, Any]
         payload = spec["body"]
     else:
         raise BadRequest("the inbound test needs `body` or `raw`")
+    io = CannedLookups(m.name, spec.get("lookups") or {})
     return [
-        _call_view(m.route_inbound(item)) for item in m.split(payload, headers=headers, query=query)
+        _call_view(run_offline(m.render_inbound(item, io)))
+        for item in m.split(payload, headers=headers, query=query)
     ]
 
 
@@ -160,6 +165,8 @@ def _call_view(result: InboundCall | Ignored) -> dict[str, Any]:
         "path": result.path,
         "fields": dict(result.fields),
         "body": result.body,
+        "state": {v.name: v.value for v in result.state},
+        "lookups": {o.name: o.result for o in result.lookups},
     }
 
 
@@ -172,28 +179,28 @@ def _outbound(m: CompiledMapping, spec: Mapping[str, Any], expect: Any) -> dict[
         channel_id=spec.get("channel_id", "test-channel"),
         params=dict(spec.get("params") or {}),
         body=spec.get("body", {}),
+        state=ThreadState(dict(spec.get("state") or {})),
     )
     plan = m.route_outbound(ctx)
+    uploads = CannedUploads(m.name, spec.get("upload_responses") or [])
+    if plan.pending_uploads:
+        plan = run_offline(m.upload_attachments(plan, uploads))
     view: dict[str, Any] = {
         "route": plan.route,
         "fields": dict(plan.fields),
-        "requests": [_request_view(m, r) for r in plan.requests],
+        "requests": [_request_view(m, r) for r in (*uploads.sent, *plan.requests)],
     }
     answers = spec.get("platform_responses") or (
         [spec["platform_response"]] if "platform_response" in spec else []
     )
     if answers:
         responses = [
-            _response(answers[min(i, len(answers) - 1)]) for i in range(len(plan.requests))
+            response_of(answers[min(i, len(answers) - 1)]) for i in range(len(plan.requests))
         ]
         view["response"] = m.complete_outbound(plan, responses)
     elif isinstance(expect, Mapping) and "response" in expect:
         raise _Mismatch("`expect.response` needs `platform_response` in the test's outbound")
     return view
-
-
-def _response(spec: Mapping[str, Any]) -> PlatformResponse:
-    return PlatformResponse(spec["status"], dict(spec.get("headers") or {}), spec.get("body"))
 
 
 def _request_view(m: CompiledMapping, request: PlatformRequest) -> dict[str, Any]:
@@ -209,9 +216,33 @@ def _request_view(m: CompiledMapping, request: PlatformRequest) -> dict[str, Any
             body = jsonutil.loads(request.body)
         elif "x-www-form-urlencoded" in kind:
             body = dict(parse_qsl(request.body.decode(), keep_blank_values=True))
+        elif kind.startswith("multipart/form-data"):
+            body = _multipart_view(kind, request.body)
         else:
             body = request.body.decode()
     return {"method": request.method, "path": path, "headers": headers, "body": body}
+
+
+def _multipart_view(content_type: str, body: bytes) -> dict[str, Any]:
+    """Form fields as text; a file part as {filename, content_type, size}."""
+    message = BytesParser(policy=policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + body
+    )
+    view: dict[str, Any] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        content = part.get_payload(decode=True)
+        data = content if isinstance(content, bytes) else b""
+        filename = part.get_filename()
+        if filename is None:
+            view[str(name)] = data.decode()
+        else:
+            view[str(name)] = {
+                "filename": filename,
+                "content_type": part.get_content_type(),
+                "size": len(data),
+            }
+    return view
 
 
 def _handshake(m: CompiledMapping, spec: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -15,16 +15,20 @@ from gateway.mapping import schema
 from gateway.mapping.compiler import Parts, compile_tree
 from gateway.mapping.defaults import cxone_defaults
 from gateway.mapping.loader import LineMap, Problems, load_yaml
+from gateway.mapping.media import MediaSpec
 from gateway.mapping.model import (
     ChannelSpec,
     HandshakeReply,
     Ignored,
     InboundCall,
+    InboundIO,
     InboundItem,
     OutboundContext,
     OutboundPlan,
+    PlatformRequest,
     PlatformResponse,
     PlatformSpec,
+    UploadIO,
     WebhookSpec,
 )
 from gateway.mapping.resolve import resolve
@@ -76,10 +80,26 @@ class CompiledMapping:
         return self._parts.webhook.split(payload, headers=headers, query=query)
 
     def route_inbound(self, item: InboundItem) -> InboundCall | Ignored:
-        """Route one item to a CXone call or an ignore (MappingRuntimeError on failure)."""
+        """Route one item to a CXone call or an ignore (MappingRuntimeError on failure).
+
+        A route with lookups, media URLs or thread state gives a `deferred` call: routed
+        for the queue only; the worker finishes it with `render_inbound`.
+        """
+        return self._parts.inbound.route(self._with_ancestors(item))
+
+    async def render_inbound(self, item: InboundItem, io: InboundIO) -> InboundCall | Ignored:
+        """Route and render one item completely (queue worker): lookups go through `io`."""
+        return await self._parts.inbound.render(self._with_ancestors(item), io)
+
+    @cached_property
+    def stores_thread_state(self) -> bool:
+        """Some inbound route stores thread state (outbound calls then load it)."""
+        return any(r.state is not None for r in self._parts.inbound.routes)
+
+    def _with_ancestors(self, item: InboundItem) -> InboundItem:
         if not item.parents and item.delivery is not None and len(self._parts.webhook.levels) > 1:
-            item = self._restore_ancestors(item)
-        return self._parts.inbound.route(item)
+            return self._restore_ancestors(item)
+        return item
 
     def _restore_ancestors(self, item: InboundItem) -> InboundItem:
         # An item stored by the queue keeps its parent and delivery only; nested `foreach`
@@ -96,6 +116,25 @@ class CompiledMapping:
     def route_outbound(self, ctx: OutboundContext) -> OutboundPlan:
         """Route a CXone reply / sender action to platform requests (NoRoute -> 422)."""
         return self._parts.outbound.route(ctx)
+
+    def outbound_thread(self, ctx: OutboundContext) -> str | None:
+        """The thread a CXone call is about, as `thread_id` is extracted before any route."""
+        return self._parts.outbound.thread_of(ctx)
+
+    async def upload_attachments(self, plan: OutboundPlan, io: UploadIO) -> OutboundPlan:
+        """Run the route's `upload:` for each pending attachment; render the requests."""
+        return await self._parts.outbound.upload(plan, io)
+
+    @property
+    def media(self) -> MediaSpec | None:
+        """The `media:` section: how a proxied platform file is fetched."""
+        return self._parts.media
+
+    def media_request(self, fields: Mapping[str, Any]) -> PlatformRequest:
+        """The platform request for one proxied file (fields as given to media_url())."""
+        if self._parts.media is None:
+            raise MappingRuntimeError(self.name, "(media)", "the mapping has no media: section")
+        return self._parts.media.fetch_request(self.name, self.platform, fields, self.vars)
 
     def complete_outbound(
         self, plan: OutboundPlan, responses: Sequence[PlatformResponse]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from gateway.errors import UnprocessableEntity
@@ -97,6 +97,8 @@ class WebhookSpec:
     format: Literal["json", "form"]
     signature: Mapping[str, Any] = field(repr=False)  # schema-validated, secrets resolved
     max_body_bytes: int | None = None  # None: the listener's limit
+    # the public base URL the platform calls (behind a proxy); None: the listener's
+    public_url: str | None = None
     # Routing an item again later (from the queue) needs what surrounded it: the inbound
     # routes call parent()/parents()/delivery() (needs_ancestors) or headers()/query()
     # (needs_request).
@@ -150,6 +152,42 @@ class InboundCall:
     path: str
     body: dict[str, Any]
     fields: Mapping[str, Any]
+    # Routed at intake only far enough for the queue (thread, dedupe, channel): the body
+    # is rendered by the queue worker, where lookups may call the platform, media URLs
+    # are signed and thread state is written (CompiledMapping.render_inbound).
+    deferred: bool = False
+    state: tuple[StateValue, ...] = ()  # to store under the thread once CXone accepted
+    lookups: tuple[LookupOutcome, ...] = ()  # how each lookup of the route went
+
+
+@dataclass(frozen=True)
+class StateValue:
+    """One value an inbound route stores under its thread (`state:`)."""
+
+    name: str
+    value: Any
+    ttl: float  # seconds from when it is stored
+    expires_at: float | None = None  # epoch seconds the message itself gives, if earlier
+
+
+@dataclass(frozen=True)
+class ThreadState:
+    """The values stored under a thread, as an outbound route sees them."""
+
+    values: Mapping[str, Any] = field(default_factory=dict)
+    expired: frozenset[str] = frozenset()  # stored once, since expired
+
+
+LookupResult = Literal["fetched", "cached", "failed", "skipped"]
+
+
+@dataclass(frozen=True)
+class LookupOutcome:
+    """How one lookup went for one message (`failed`: the fallback was used)."""
+
+    name: str
+    result: LookupResult
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -162,6 +200,7 @@ class OutboundContext:
     channel_id: str
     params: Mapping[str, str]
     body: Any
+    state: ThreadState = field(default_factory=ThreadState)  # loaded before routing
 
 
 @dataclass(frozen=True)
@@ -207,6 +246,9 @@ class OutboundPlan:
     ctx: OutboundContext
     fields: Mapping[str, Any]
     requests: tuple[PlatformRequest, ...]
+    # the route uploads attachments first: `requests` is empty until
+    # CompiledMapping.upload_attachments has sent these and rendered the requests
+    pending_uploads: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -216,6 +258,45 @@ class PlatformResponse:
     status: int
     headers: Mapping[str, str]
     body: Any  # parsed JSON, or text, or None
+
+    def scope(self) -> dict[str, Any]:
+        """What `success` / `retryable` expressions read: {status, headers, body}."""
+        return {"status": self.status, "headers": dict(self.headers), "body": self.body}
+
+
+@dataclass(frozen=True)
+class FetchedFile:
+    """A file read into memory (an outbound attachment on its way to the platform)."""
+
+    content: bytes
+    content_type: str
+    filename: str | None = None
+
+
+class InboundIO(Protocol):
+    """What rendering an inbound message in the queue worker may do beyond computing."""
+
+    async def cached(self, key: str) -> Any | None:
+        """A lookup's result fields cached under `key`, or None."""
+
+    async def remember(self, key: str, value: Any, ttl: float) -> None:
+        """Cache a lookup's result fields."""
+
+    async def send(self, lookup: str, request: PlatformRequest, within: float) -> PlatformResponse:
+        """Send a lookup's request; raise UpstreamError when there is no answer in time."""
+
+    def media_url(self, fields: Mapping[str, Any]) -> str:
+        """A signed URL on the gateway that streams one platform file."""
+
+
+class UploadIO(Protocol):
+    """What uploading outbound attachments needs: fetch from CXone, send to the platform."""
+
+    async def fetch(self, url: str, max_bytes: int, within: float) -> FetchedFile:
+        """Read one of CXone's attachment URLs (UnprocessableEntity when too large)."""
+
+    async def send(self, request: PlatformRequest, index: int, within: float) -> PlatformResponse:
+        """Send the upload of attachment `index`; raise UpstreamError without an answer."""
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from gateway.errors import (
@@ -21,14 +21,18 @@ from gateway.mapping.model import (
     NoRoute,
     OutboundContext,
     OutboundPlan,
+    PlatformRequest,
     PlatformResponse,
     PlatformSpec,
+    UploadIO,
 )
 from gateway.mapping.request import RequestTemplate
+from gateway.mapping.state import require
 from gateway.mapping.templates import Node, RenderError
+from gateway.mapping.uploads import UploadSpec, upload_all
 from gateway.mapping.values import exact_ids, guess_content_type, to_str
 
-ROOT_KEYS = ("kind", "endpoint", "channel", "channel_id", "params", "body")
+ROOT_KEYS = ("kind", "endpoint", "channel", "channel_id", "params", "body", "state")
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,8 @@ class OutboundRoute:
     success: Expr | None
     retryable: Expr | None
     responses: Mapping[str, Node]  # endpoint -> CXone response template (defaults + route)
+    require_state: tuple[str, ...] = ()  # thread state the route cannot do without
+    upload: UploadSpec | None = None  # sent once per attachment before `request`
 
 
 def split_text(text: str, limit: int) -> list[str]:
@@ -97,15 +103,12 @@ class OutboundRouter:
         self.error_message = error_message
 
     def route(self, ctx: OutboundContext) -> OutboundPlan:
-        """Pick the route for a CXone call and render its platform request(s)."""
-        root = {
-            "kind": ctx.kind,
-            "endpoint": ctx.endpoint,
-            "channel": ctx.channel,
-            "channel_id": ctx.channel_id,
-            "params": dict(ctx.params),
-            "body": ctx.body,
-        }
+        """Pick the route for a CXone call and render its platform request(s).
+
+        A route with `upload:` and attachments to send returns a plan whose requests are
+        rendered by `upload` once the attachments are on the platform.
+        """
+        root = _root(ctx)
         if ctx.channel not in self.channels:
             raise NoRoute(f"the mapping {self.mapping!r} has no channel {ctx.channel!r}")
         with evaluation(EvalContext(self.vars, (), ctx.body)):
@@ -114,7 +117,53 @@ class OutboundRouter:
             except ExpressionError as exc:
                 raise MappingRuntimeError(self.mapping, "(extract)", str(exc)) from None
             chosen, fields = self._choose(root, base)
+        require(ctx.state, chosen.require_state, self.mapping, chosen.name)
         self._check_attachments(ctx.channel, fields)
+        plan = OutboundPlan(self.mapping, chosen.name, ctx, fields, ())
+        attachments = fields.get("attachments")
+        if chosen.upload is not None and isinstance(attachments, list) and attachments:
+            return replace(plan, pending_uploads=tuple(a for a in attachments if a))
+        extra: dict[str, Any] = {"uploads": []} if chosen.upload is not None else {}
+        return replace(plan, requests=self._requests(chosen, fields, root, extra))
+
+    def thread_of(self, ctx: OutboundContext) -> str | None:
+        """The default `thread_id` of a CXone call (the key of its thread state)."""
+        expr = dict(self.base_extract).get("thread_id")
+        if expr is None:
+            return None
+        with evaluation(EvalContext(self.vars, (), ctx.body)):
+            try:
+                return to_str(expr.search(_root(ctx)))
+            except ExpressionError:
+                return None
+
+    async def upload(self, plan: OutboundPlan, io: UploadIO) -> OutboundPlan:
+        """Upload a plan's pending attachments, then render its requests with `uploads`."""
+        route = self.by_name[plan.route]
+        if route.upload is None or not plan.pending_uploads:
+            return plan
+        root = _root(plan.ctx)
+        uploads = await upload_all(
+            self.mapping,
+            route.name,
+            route.upload,
+            plan.pending_uploads,
+            {**plan.fields, "vars": self.vars, "cxone": root, "state": root["state"]},
+            self.platform,
+            self.channels[plan.ctx.channel].attachments,
+            io,
+            self.error_for,
+        )
+        requests = self._requests(route, plan.fields, root, {"uploads": uploads})
+        return replace(plan, requests=requests, pending_uploads=())
+
+    def _requests(
+        self,
+        chosen: OutboundRoute,
+        fields: Mapping[str, Any],
+        root: Mapping[str, Any],
+        extra: Mapping[str, Any],
+    ) -> tuple[PlatformRequest, ...]:
         texts: list[str | None] = [None]
         limits = chosen.limits
         text = fields.get(limits.field) if limits else None
@@ -128,16 +177,18 @@ class OutboundRouter:
             texts = list(split_text(text, limits.max_text_chars))
         requests = []
         for index, part in enumerate(texts):
-            context = {**fields, "vars": self.vars, "cxone": root}
+            context = {**fields, **extra, "vars": self.vars, "cxone": root, "state": root["state"]}
             if part is not None and limits is not None:
                 context[limits.field] = part
                 if index > 0:  # attachments travel with the first part only
                     context.pop("attachments", None)
+                    if "uploads" in context:
+                        context["uploads"] = []
             try:
                 requests.append(chosen.request.render(self.platform, context))
             except RenderError as exc:
                 raise MappingRuntimeError(self.mapping, chosen.name, str(exc)) from None
-        return OutboundPlan(self.mapping, chosen.name, ctx, fields, tuple(requests))
+        return tuple(requests)
 
     def _choose(
         self, root: dict[str, Any], base: dict[str, Any]
@@ -221,16 +272,11 @@ class OutboundRouter:
         node = route.responses.get(plan.ctx.endpoint)
         if node is None:
             return {}
-        root = {
-            "kind": plan.ctx.kind,
-            "endpoint": plan.ctx.endpoint,
-            "channel": plan.ctx.channel,
-            "channel_id": plan.ctx.channel_id,
-            "params": dict(plan.ctx.params),
-            "body": plan.ctx.body,
-        }
+        root = _root(plan.ctx)
         try:
-            body = node.render({**plan.fields, **results, "vars": self.vars, "cxone": root})
+            body = node.render(
+                {**plan.fields, **results, "vars": self.vars, "cxone": root, "state": root["state"]}
+            )
         except RenderError as exc:
             raise MappingRuntimeError(self.mapping, route.name, f"response: {exc}") from None
         return body if isinstance(body, dict) else {}
@@ -246,11 +292,7 @@ class OutboundRouter:
     def _check_success(self, route: OutboundRoute, response: PlatformResponse) -> None:
         if route.success is None:
             return
-        scope = {
-            "status": response.status,
-            "headers": dict(response.headers),
-            "body": response.body,
-        }
+        scope = response.scope()
         try:
             if route.success.test(scope):
                 return
@@ -290,6 +332,19 @@ class OutboundRouter:
                 self.mapping, text, status=response.status, code=code, retry_after=retry_after
             )
         return UpstreamRejected(self.mapping, text, status=response.status, code=code)
+
+
+def _root(ctx: OutboundContext) -> dict[str, Any]:
+    """What outbound expressions read: the CXone call and the thread's state."""
+    return {
+        "kind": ctx.kind,
+        "endpoint": ctx.endpoint,
+        "channel": ctx.channel,
+        "channel_id": ctx.channel_id,
+        "params": dict(ctx.params),
+        "body": ctx.body,
+        "state": dict(ctx.state.values),
+    }
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import urlencode, urlsplit
 
 from gateway import jsonutil
+from gateway.mapping.loader import Problems
 from gateway.mapping.model import AuthSpec, PlatformRequest, PlatformSpec
-from gateway.mapping.templates import OMIT, Node, RenderError, render_text
-from gateway.mapping.values import to_str, type_name
+from gateway.mapping.templates import OMIT, Node, RenderError, compile_template, render_text
+from gateway.mapping.values import escape_pointer, to_str, type_name
 
 BodyFormat = Literal["json", "form", "text"]
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -34,8 +35,17 @@ class RequestTemplate:
     body: Node | None
     body_format: BodyFormat
 
-    def render(self, platform: PlatformSpec, context: Mapping[str, Any]) -> PlatformRequest:
-        """Render; raise RenderError naming the part that failed."""
+    def render(
+        self,
+        platform: PlatformSpec,
+        context: Mapping[str, Any],
+        auth_origins: frozenset[tuple[str, str]] = frozenset(),
+    ) -> PlatformRequest:
+        """Render; raise RenderError naming the part that failed.
+
+        The platform's auth goes to base_url's origin, and to `auth_origins` (scheme, host)
+        when a mapping names other hosts of the platform (its file host, for media).
+        """
         method = render_text(self.method, context).strip().upper()
         if method not in METHODS:
             raise RenderError(
@@ -48,7 +58,7 @@ class RequestTemplate:
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise RenderError("request.url rendered to a value that is not an http(s) URL")
-            same_origin = _origin(url) == _origin(base)
+            same_origin = origin_of(url) in {origin_of(base), *auth_origins}
         else:
             assert self.path is not None
             url = base + render_text(self.path, context)
@@ -92,7 +102,8 @@ class RequestTemplate:
         return urlencode(_query(tree)).encode()
 
 
-def _origin(url: str) -> tuple[str, str]:
+def origin_of(url: str) -> tuple[str, str]:
+    """(scheme, host[:port]) of a URL, lower-case."""
     parts = urlsplit(url)
     return parts.scheme.lower(), parts.netloc.lower()
 
@@ -132,3 +143,68 @@ def _apply_auth(
         return (auth.name,)
     query.append((auth.name, auth.value.reveal()))
     return (auth.name,)
+
+
+def compile_request(spec: Mapping[str, Any], where: str, problems: Problems) -> RequestTemplate:
+    """Compile a `request:` (path or url, query, headers, body) of a route."""
+    if ("path" in spec) == ("url" in spec):
+        problems.add(
+            where,
+            "a request needs exactly one of `path` (joined to "
+            "platform.base_url) or `url` (absolute)",
+            "keep one of them",
+        )
+    body_format = cast(BodyFormat, spec.get("body_format", "json"))
+    body = None
+    if "body" in spec:
+        if body_format == "text" and not isinstance(spec["body"], str):
+            problems.add(
+                f"{where}/body",
+                "with body_format: text the body must be a text template",
+                "write the body as one string",
+            )
+        body = compile_template(
+            spec["body"],
+            f"{where}/body",
+            problems.add,
+            mode="text" if body_format == "text" else "native",
+            label="request.body",
+        )
+    headers = []
+    for name, value in (spec.get("headers") or {}).items():
+        pointer = f"{where}/headers/{escape_pointer(name)}"
+        if not name or any(c in name for c in " :\r\n\t"):
+            problems.add(pointer, f"{name!r} is not a valid header name", "")
+        headers.append(
+            (
+                name,
+                compile_template(
+                    value, pointer, problems.add, mode="text", label=f"request.headers.{name}"
+                ),
+            )
+        )
+    return RequestTemplate(
+        method=compile_template(
+            spec.get("method", "POST"),
+            f"{where}/method",
+            problems.add,
+            mode="text",
+            label="request.method",
+        ),
+        path=compile_template(
+            spec["path"], f"{where}/path", problems.add, mode="path", label="request.path"
+        )
+        if "path" in spec
+        else None,
+        url=compile_template(
+            spec["url"], f"{where}/url", problems.add, mode="path", label="request.url"
+        )
+        if "url" in spec
+        else None,
+        query=compile_template(spec["query"], f"{where}/query", problems.add, label="request.query")
+        if "query" in spec
+        else None,
+        headers=tuple(headers),
+        body=body,
+        body_format=body_format,
+    )

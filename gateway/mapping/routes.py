@@ -9,14 +9,18 @@ from gateway.mapping.defaults import CxoneDefaults
 from gateway.mapping.expressions import Expr, compile_or_report
 from gateway.mapping.inbound import InboundRoute
 from gateway.mapping.loader import Problems
+from gateway.mapping.lookups import compile_lookups
 from gateway.mapping.model import Action
 from gateway.mapping.outbound import ROOT_KEYS, Limits, OutboundRoute
-from gateway.mapping.request import BodyFormat, RequestTemplate
+from gateway.mapping.request import compile_request
+from gateway.mapping.state import compile_state
 from gateway.mapping.templates import Node, compile_template
+from gateway.mapping.uploads import compile_upload
 from gateway.mapping.values import deep_merge, escape_pointer
 
 _INBOUND_RESERVED = frozenset({"vars"})
-_OUTBOUND_RESERVED = frozenset({*ROOT_KEYS, "vars", "cxone"})
+_OUTBOUND_RESERVED = frozenset({*ROOT_KEYS, "vars", "cxone", "uploads", "attachment"})
+MEDIA_FUNCTION = "media_url"
 
 
 def _extract(
@@ -74,6 +78,13 @@ def compile_inbound(
         )
         extract = _extract(spec.get("extract"), f"{where}/extract", problems, _INBOUND_RESERVED)
         if spec.get("ignore"):
+            for key in ("lookups", "state"):
+                if key in spec:
+                    problems.add(
+                        f"{where}/{key}",
+                        f"an ignore route forwards nothing, so it has no use for `{key}`",
+                        f"remove `{key}`, or give the route a channel and an action",
+                    )
             routes.append(
                 InboundRoute(spec["name"], when, True, "", None, extract, (), "", "", None)
             )
@@ -87,7 +98,14 @@ def compile_inbound(
                 f"use one of: {', '.join(channels)}",
             )
         base = defaults.actions[action]
-        missing = [f for f in base.required if f not in dict(extract)]
+        lookups = compile_lookups(
+            spec.get("lookups") or {},
+            f"{where}/lookups",
+            problems,
+            frozenset(name for name, _ in extract),
+        )
+        given = {name for name, _ in extract} | {f for lookup in lookups for f in lookup.fields}
+        missing = [f for f in base.required if f not in given]
         if missing:
             problems.add(
                 f"{where}/extract",
@@ -113,6 +131,12 @@ def compile_inbound(
                 base.method,
                 base.path,
                 body,
+                lookups=lookups,
+                state=compile_state(spec["state"], f"{where}/state", problems)
+                if "state" in spec
+                else None,
+                media=any(MEDIA_FUNCTION in e.functions for _, e in extract)
+                or MEDIA_FUNCTION in repr(override),
             )
         )
     return tuple(routes)
@@ -150,7 +174,7 @@ def compile_outbound(
                 extract=_extract(
                     spec.get("extract"), f"{where}/extract", problems, _OUTBOUND_RESERVED
                 ),
-                request=_request(spec["request"], f"{where}/request", problems),
+                request=compile_request(spec["request"], f"{where}/request", problems),
                 limits=limits,
                 result=_extract(spec.get("result"), f"{where}/result", problems, frozenset()),
                 success=compile_or_report(spec["success"], f"{where}/success", problems.add)
@@ -160,70 +184,10 @@ def compile_outbound(
                 if "retryable" in spec
                 else None,
                 responses=responses,
+                require_state=tuple(spec.get("require_state") or ()),
+                upload=compile_upload(spec["upload"], f"{where}/upload", problems)
+                if "upload" in spec
+                else None,
             )
         )
     return tuple(routes)
-
-
-def _request(spec: dict[str, Any], where: str, problems: Problems) -> RequestTemplate:
-    if ("path" in spec) == ("url" in spec):
-        problems.add(
-            where,
-            "a request needs exactly one of `path` (joined to "
-            "platform.base_url) or `url` (absolute)",
-            "keep one of them",
-        )
-    body_format = cast(BodyFormat, spec.get("body_format", "json"))
-    body = None
-    if "body" in spec:
-        if body_format == "text" and not isinstance(spec["body"], str):
-            problems.add(
-                f"{where}/body",
-                "with body_format: text the body must be a text template",
-                "write the body as one string",
-            )
-        body = compile_template(
-            spec["body"],
-            f"{where}/body",
-            problems.add,
-            mode="text" if body_format == "text" else "native",
-            label="request.body",
-        )
-    headers = []
-    for name, value in (spec.get("headers") or {}).items():
-        pointer = f"{where}/headers/{escape_pointer(name)}"
-        if not name or any(c in name for c in " :\r\n\t"):
-            problems.add(pointer, f"{name!r} is not a valid header name", "")
-        headers.append(
-            (
-                name,
-                compile_template(
-                    value, pointer, problems.add, mode="text", label=f"request.headers.{name}"
-                ),
-            )
-        )
-    return RequestTemplate(
-        method=compile_template(
-            spec.get("method", "POST"),
-            f"{where}/method",
-            problems.add,
-            mode="text",
-            label="request.method",
-        ),
-        path=compile_template(
-            spec["path"], f"{where}/path", problems.add, mode="path", label="request.path"
-        )
-        if "path" in spec
-        else None,
-        url=compile_template(
-            spec["url"], f"{where}/url", problems.add, mode="path", label="request.url"
-        )
-        if "url" in spec
-        else None,
-        query=compile_template(spec["query"], f"{where}/query", problems.add, label="request.query")
-        if "query" in spec
-        else None,
-        headers=tuple(headers),
-        body=body,
-        body_format=body_format,
-    )

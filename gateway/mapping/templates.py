@@ -20,7 +20,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from gateway import jsonutil
-from gateway.mapping import values
+from gateway.mapping import bridging, values
 from gateway.mapping.values import fixed_clock as fixed_clock
 
 Mode = Literal["native", "text", "path"]
@@ -101,6 +101,9 @@ def _make_env(finalize: Callable[[Any], Any]) -> ImmutableSandboxedEnvironment:
         to_str=values.to_str,
         tojson=_tojson,
         unquoted=lambda v: _Unquoted(values.to_str(v) or ""),
+        join_ids=bridging.join_ids,
+        split_ids=bridging.split_ids,
+        media_url=bridging.media_url,
     )
     env.globals.update(omit=OMIT, now_iso_ms=_now_iso_ms)
     return env

@@ -159,8 +159,8 @@ def escape_pointer(token: str) -> str:
 
 
 def is_id_field(name: str) -> bool:
-    """Say whether a field holds an id (`id`, `*_id`): numbers there become exact text."""
-    return name == "id" or name.endswith("_id")
+    """Say whether a field holds an id (`id`, `*_id`, `reply_to`): numbers there become text."""
+    return name in ("id", "reply_to") or name.endswith("_id")
 
 
 def exact_ids(fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -47,8 +47,13 @@ class PlatformClient:
         ssl_context: ssl.SSLContext | None = None,
         error_of: Callable[[PlatformResponse], UpstreamError] | None = None,
         check: Callable[[PlatformResponse], None] | None = None,
+        retry: bool = True,
     ) -> PlatformResponse:
-        """Send one request; retry transient failures while the deadline allows."""
+        """Send one request; retry transient failures while the deadline allows.
+
+        `retry=False` makes exactly one attempt, bounded by `timeouts` alone (a lookup,
+        whose fallback is better than waiting).
+        """
         headers = dict(request.headers)
         if idempotency is not None and request.method.upper() == "POST":
             headers[idempotency[0]] = idempotency[1]
@@ -87,6 +92,8 @@ class PlatformClient:
                 retry_after=parse_retry_after(result.headers.get("Retry-After"), self._clock()),
             )
 
+        if not retry:
+            return await attempt()
         return await call_with_retries(
             attempt,
             self._policy,

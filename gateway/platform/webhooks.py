@@ -16,7 +16,7 @@ from aiohttp import web
 from gateway import jsonutil
 from gateway.delivery.jobs import InboundJob, thread_key
 from gateway.delivery.store import NewJob
-from gateway.edge import check_json_depth, read_body_limited
+from gateway.edge import check_json_depth, forwarded_origin, read_body_limited
 from gateway.errors import MappingRuntimeError, NotFound, StoreError
 from gateway.http_errors import json_error
 from gateway.keys import GATEWAY
@@ -30,11 +30,21 @@ def add_routes(app: web.Application) -> None:
     app.router.add_route("*", "/{path:.*}", handle_webhook)
 
 
-def public_url(request: web.Request) -> str:
-    """The URL the platform called, rebuilt from the configured public base when there is one."""
-    base = request.app[GATEWAY].settings.platform_listener.public_url
+def public_url(request: web.Request, mapping: CompiledMapping | None = None) -> str:
+    """The URL the platform called (what `{url}` signatures cover).
+
+    The first that applies: the mapping's `webhook.public_url`, the platform listener's
+    `public_url` (each a base, followed by the path and query as received), the origin
+    told by X-Forwarded-Proto / -Host when the socket peer is a trusted proxy, else the
+    URL of the request itself. Forwarded headers from anyone else change nothing.
+    """
+    listener = request.app[GATEWAY].settings.platform_listener
+    base = (mapping.webhook.public_url if mapping is not None else None) or listener.public_url
     if base:
         return base.rstrip("/") + request.raw_path
+    origin = forwarded_origin(request, listener.trusted_proxies)
+    if origin is not None:
+        return origin + request.raw_path
     return str(request.url)
 
 
@@ -58,7 +68,7 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
         limit = min(limit, mapping.webhook.max_body_bytes)
     raw = await read_body_limited(request, limit)
     # verify the raw bytes before parsing anything (form schemes parse the raw form themselves)
-    routing.verifiers[mapping.name].verify(raw, headers, public_url(request), None)
+    routing.verifiers[mapping.name].verify(raw, headers, public_url(request, mapping), None)
     payload = mapping.parse_body(raw, request.headers.get("Content-Type"))
     check_json_depth(payload)
     reply = mapping.handshake("POST", query, headers, payload)
@@ -109,7 +119,9 @@ async def _accept(
             ignored += 1
             gw.metrics.ignored.labels(mapping.name, routed.route).inc()
             continue
-        record = InboundJob.accept(mapping, item, now, routed)
+        # a deferred call (lookups, media URLs, thread state) is rendered by the worker:
+        # intake never waits on the platform API
+        record = InboundJob.accept(mapping, item, now, None if routed.deferred else routed)
         jobs.append(
             NewJob(
                 thread_key(mapping.name, routed.channel, routed.thread_id),

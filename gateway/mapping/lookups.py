@@ -1,0 +1,191 @@
+"""Lookups: named calls to the platform API that fill fields a webhook does not carry.
+
+A route's lookups run in the queue worker (never at intake: the platform's deadline is
+the acknowledgement's), in order, each seeing the fields extracted so far and the
+results of the lookups before it. A result is cached per rendered key (in the store,
+so every instance shares it). A lookup that fails (no answer within its `timeout`, a
+non-2xx answer, `success` false) never holds a message back: its `fallback` fields are
+used and the failure is reported to the runtime, which counts it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway import jsonutil
+from gateway.errors import MappingRuntimeError, UpstreamError
+from gateway.mapping.expressions import Expr, ExpressionError, compile_or_report
+from gateway.mapping.loader import Problems
+from gateway.mapping.model import InboundIO, LookupOutcome, PlatformSpec
+from gateway.mapping.request import RequestTemplate, compile_request
+from gateway.mapping.templates import OMIT, Node, RenderError, compile_template, render_text
+from gateway.mapping.values import escape_pointer, exact_ids
+
+# Fields the queue needs at intake, before any lookup has run.
+INTAKE_FIELDS = frozenset({"thread_id", "message_id"})
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """One compiled lookup of an inbound route."""
+
+    name: str
+    when: Expr | None  # over the fields so far
+    request: RequestTemplate
+    timeout: float
+    cache_key: Node | None  # text template; None: not cached
+    cache_ttl: float
+    success: Expr | None  # over {status, headers, body}
+    result: tuple[tuple[str, Expr], ...]  # over the response body
+    fallback: Node | None  # field -> template
+    digest: str = ""  # of the lookup's definition: a changed lookup never reads old results
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The fields this lookup gives."""
+        return tuple(name for name, _ in self.result)
+
+
+def compile_lookups(
+    tree: Mapping[str, Any],
+    where: str,
+    problems: Problems,
+    extracted: frozenset[str],
+) -> tuple[Lookup, ...]:
+    """Compile a route's `lookups:` (in order); field names must not clash."""
+    lookups: list[Lookup] = []
+    given: set[str] = set()
+    for name, spec in tree.items():
+        at = f"{where}/{escape_pointer(name)}"
+        result = []
+        for field, source in spec["result"].items():
+            pointer = f"{at}/result/{escape_pointer(field)}"
+            if field in INTAKE_FIELDS:
+                problems.add(
+                    pointer,
+                    f"a lookup cannot give {field}: the queue needs it before lookups run",
+                    "extract it from the webhook",
+                )
+            elif field in extracted or field in given or field == "vars":
+                problems.add(
+                    pointer,
+                    f"the field {field!r} is already given by the route's extract or a lookup",
+                    "give each field one source (a lookup's fallback covers a missing value)",
+                )
+            given.add(field)
+            result.append((field, compile_or_report(source, pointer, problems.add)))
+        fallback = spec.get("fallback")
+        for field in fallback or {}:
+            if field not in spec["result"]:
+                problems.add(
+                    f"{at}/fallback/{escape_pointer(field)}",
+                    f"the fallback gives {field!r}, which the lookup's result does not",
+                    f"fall back only for: {', '.join(spec['result'])}",
+                )
+        cache = spec.get("cache")
+        lookups.append(
+            Lookup(
+                name=name,
+                when=compile_or_report(spec["when"], f"{at}/when", problems.add)
+                if "when" in spec
+                else None,
+                request=compile_request(
+                    {"method": "GET", **spec["request"]}, f"{at}/request", problems
+                ),
+                timeout=float(spec["timeout"]),
+                cache_key=compile_template(
+                    cache["key"], f"{at}/cache/key", problems.add, mode="text", label="cache.key"
+                )
+                if cache
+                else None,
+                cache_ttl=float(cache["ttl"]) if cache else 0.0,
+                success=compile_or_report(spec["success"], f"{at}/success", problems.add)
+                if "success" in spec
+                else None,
+                result=tuple(result),
+                fallback=compile_template(
+                    fallback, f"{at}/fallback", problems.add, label=f"lookups.{name}.fallback"
+                )
+                if fallback
+                else None,
+                digest=hashlib.sha256(jsonutil.dumps([name, spec])).hexdigest()[:12],
+            )
+        )
+    return tuple(lookups)
+
+
+async def run_lookups(
+    mapping: str,
+    route: str,
+    lookups: tuple[Lookup, ...],
+    fields: dict[str, Any],
+    variables: Mapping[str, Any],
+    platform: PlatformSpec,
+    io: InboundIO,
+) -> tuple[LookupOutcome, ...]:
+    """Run a route's lookups in order, adding their fields to `fields`; report each."""
+    outcomes = []
+    for lookup in lookups:
+        outcome, found = await _one(mapping, lookup, fields, variables, platform, io)
+        fields.update(found)
+        if lookup.fallback is not None and any(f not in fields for f in lookup.fields):
+            try:
+                fallback = lookup.fallback.render({**fields, "vars": variables})
+            except RenderError as exc:
+                raise MappingRuntimeError(mapping, route, str(exc)) from None
+            for field, value in (fallback if isinstance(fallback, dict) else {}).items():
+                if field not in fields and value is not None and value is not OMIT:
+                    fields[field] = value
+        outcomes.append(outcome)
+    return tuple(outcomes)
+
+
+async def _one(
+    mapping: str,
+    lookup: Lookup,
+    fields: Mapping[str, Any],
+    variables: Mapping[str, Any],
+    platform: PlatformSpec,
+    io: InboundIO,
+) -> tuple[LookupOutcome, dict[str, Any]]:
+    def failed(reason: str) -> tuple[LookupOutcome, dict[str, Any]]:
+        return LookupOutcome(lookup.name, "failed", reason), {}
+
+    context = {**fields, "vars": variables}
+    try:
+        if lookup.when is not None and not lookup.when.test(dict(fields)):
+            return LookupOutcome(lookup.name, "skipped"), {}
+        request = lookup.request.render(platform, context)
+        key = None
+        if lookup.cache_key is not None:
+            rendered = render_text(lookup.cache_key, context)
+            key = f"{mapping}\x1f{lookup.name}\x1f{lookup.digest}\x1f{rendered}"
+    except (ExpressionError, RenderError) as exc:
+        # a message is never held back by a lookup, not even by a broken one
+        return failed(f"the lookup could not be rendered: {exc}")
+    if key is not None:
+        cached = await io.cached(key)
+        if isinstance(cached, dict):
+            return LookupOutcome(lookup.name, "cached"), cached
+    try:
+        response = await io.send(lookup.name, request, lookup.timeout)
+    except UpstreamError as exc:
+        return failed(exc.message)
+    except TimeoutError:
+        return failed(f"no answer within {lookup.timeout:g} s")
+    if not 200 <= response.status < 300:
+        return failed(f"the platform answered HTTP {response.status}")
+    try:
+        if lookup.success is not None and not lookup.success.test(response.scope()):
+            return failed("the platform's answer is a failure (`success` is false)")
+        found = exact_ids(
+            {n: v for n, e in lookup.result if (v := e.search(response.body)) is not None}
+        )
+    except ExpressionError as exc:
+        return failed(str(exc))
+    if key is not None:
+        await io.remember(key, found, lookup.cache_ttl)
+    return LookupOutcome(lookup.name, "fetched"), found
