@@ -50,6 +50,7 @@ from gateway.mapping import CompiledMapping, FetchedFile, PlatformRequest, Platf
 from gateway.mapping.request import origin_of
 from gateway.mapping.values import guess_content_type
 from gateway.settings import Settings
+from gateway.websession import derive_key
 
 if TYPE_CHECKING:
     from gateway.runtime import Gateway
@@ -57,7 +58,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.media")
 
 MEDIA_ROUTE = "/media/{mapping}/{token}"
-_LABEL = b"byoc-gateway media-url v1\x00"
 _MAX_TOKEN = 8192
 _REDIRECTS = 3
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -87,8 +87,7 @@ def media_key(settings: Settings, mapping: str) -> bytes | None:
     """The key media URLs of `mapping` are signed with, or None when nothing serves it."""
     for integration in settings.integrations:
         if any(ch.mapping == mapping for ch in integration.channels):
-            secret = integration.token_signing_key.reveal().encode()
-            return hmac.new(secret, _LABEL + mapping.encode(), hashlib.sha256).digest()
+            return derive_key(f"media-url/{mapping}", [integration.token_signing_key.reveal()])
     return None
 
 

@@ -9,7 +9,6 @@ image with the channel token, and the reply token kept as thread state for the r
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 from gateway.clock import FakeClock
 from gateway.server import start_gateway
 from tests.fakeplatform import Answer, Recorded
+from tests.procs import free_port
 from tests.reach_world import Reach, start_reach
 from tests.test_store_contract import REDIS_URL, cleanup_redis, redis_available
 
@@ -29,17 +29,9 @@ USER = "U4af4980629"
 PICTURE = b"\xff\xd8\xff\xe0 a small jpeg \x00\x01\x02"
 
 
-def free_port() -> int:
-    """A port free now, for a listener whose public URL must be known before it starts."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 async def quetzal(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Reach]:
-    port = free_port()
+    port = free_port()  # the public URL (media links) must be known before the start
     platform = {"port": port, "public_url": f"http://127.0.0.1:{port}"}
     async with start_reach(
         tmp_path,
