@@ -42,6 +42,7 @@ from gateway.mapping import (
 from gateway.mapping.expressions import EvalContext, ExpressionError, evaluation, truthy
 from gateway.mapping.inbound import NO_ROUTE, extract
 from gateway.mapping.model import mask_url
+from gateway.mapping.offline import CannedLookups, run_offline
 from gateway.secrets import Redactor
 
 
@@ -164,6 +165,16 @@ def inbound_item(m: CompiledMapping, item: InboundItem) -> dict[str, Any]:
             "route": None if outcome == "no_route" else routed.route,
             "dedupe_key": routed.dedupe_key,
         }
+    if routed.deferred:
+        # rendered by the queue worker with lookups: show it with every lookup failing,
+        # so the fallbacks the mapping declares are what `try` prints
+        try:
+            rendered = run_offline(m.render_inbound(item, CannedLookups(m.name, {})))
+        except MappingRuntimeError as exc:
+            return {**view, "outcome": "error", "route": exc.route, "error": str(exc)}
+        if isinstance(rendered, InboundCall):
+            routed = rendered
+        view["note"] = "rendered as the worker would with no lookup answering (fallbacks shown)"
     return {**view, **_call_view(routed)}
 
 

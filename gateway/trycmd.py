@@ -459,6 +459,8 @@ def _inbound_text(item: dict[str, Any], mapping: str) -> list[str]:
     lines.extend(_tried_text(item.get("tried") or [], full=outcome in ("no_route", "error")))
     if item.get("dedupe_key"):
         lines.append(f"  dedupe key: {item['dedupe_key']}")
+    if item.get("note"):
+        lines.append(f"  note: {item['note']}")
     if outcome == "routed":
         request = item["cxone_request"]
         lines.append(f"  fields: {_short(item['fields'], 400)}")

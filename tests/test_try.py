@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 MAPPING = "mappings/watering-hole.yaml"
@@ -352,3 +353,21 @@ def test_a_broken_mapping_is_reported_with_file_and_place() -> None:
     assert done.returncode == 1
     assert "bad-jinja.yaml:14 at /outbound/0/request/body/text" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_route_with_lookups_is_shown_rendered_with_its_fallbacks() -> None:
+    mapping = yaml.safe_load((ROOT / "tests/fixtures/platforms/quetzal.yaml").read_text())
+    body = next(t["inbound"]["body"] for t in mapping["tests"] if "body" in t.get("inbound", {}))
+    done = run_try(
+        "tests/fixtures/platforms/quetzal.yaml",
+        "--inbound",
+        "--format",
+        "json",
+        stdin=json.dumps(body),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    item = as_json(done)["items"][0]
+    assert item["outcome"] == "routed"
+    assert "no lookup answering" in item["note"]
+    author = item["cxone_request"]["body"]["authorEndUserIdentity"]
+    assert author["firstName"].startswith("Quetzal user ")  # the mapping's fallback name
