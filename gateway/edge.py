@@ -41,7 +41,8 @@ from gateway.errors import (
     Forbidden,
     PayloadTooLarge,
     Problem,
-    RequestError,
+    RequestTimeout,
+    UnsupportedEncoding,
 )
 from gateway.http_errors import json_error
 from gateway.settings import ListenerSettings
@@ -71,20 +72,6 @@ _DEADLINE = web.RequestKey("edge_body_deadline", float)
 
 T = TypeVar("T")
 Provider: TypeAlias = T | Callable[[], T]  # a value, or how to get the current one
-
-
-class UnsupportedEncoding(RequestError):
-    """415: a Content-Encoding other than gzip, deflate or identity."""
-
-    status = 415
-    code = "unsupported_encoding"
-
-
-class RequestTimeout(RequestError):
-    """408: the body did not arrive within the listener's read timeout."""
-
-    status = 408
-    code = "request_timeout"
 
 
 def _getter(value: Provider[T]) -> Callable[[], T]:

@@ -8,10 +8,15 @@
     ├── RequestError                  a caller sent something we refuse (-> 4xx)
     │   ├── BadRequest                400, stable `error` code in the body
     │   ├── Unauthorized              401 (+ WWW-Authenticate)
+    │   ├── InvalidClient             401 OAuth client authentication failed
     │   ├── Forbidden                 403
     │   ├── NotFound                  404
+    │   ├── RequestTimeout            408 the body did not arrive in time
+    │   ├── Gone                      410 a media URL that was valid once
     │   ├── PayloadTooLarge           413
-    │   └── UnprocessableEntity       422
+    │   ├── UnsupportedEncoding       415
+    │   ├── UnprocessableEntity       422
+    │   └── BadGateway                502 the platform did not give a proxied file
     ├── UpstreamError                 CXone or a platform answered badly or not at all
     │   ├── UpstreamUnavailable       retryable: connection error, timeout, 429, 5xx
     │   └── UpstreamRejected          final: any other non-2xx, or a failure inside a 2xx
@@ -126,6 +131,11 @@ class Unauthorized(RequestError):
     code = "unauthorized"
 
 
+class InvalidClient(RequestError):
+    status = 401
+    code = "invalid_client"
+
+
 class Forbidden(RequestError):
     status = 403
     code = "forbidden"
@@ -136,14 +146,42 @@ class NotFound(RequestError):
     code = "not_found"
 
 
+class RequestTimeout(RequestError):
+    """408: the body did not arrive within the listener's read timeout."""
+
+    status = 408
+    code = "request_timeout"
+
+
+class Gone(RequestError):
+    """410: a media URL that was valid once."""
+
+    status = 410
+    code = "media_url_expired"
+
+
 class PayloadTooLarge(RequestError):
     status = 413
     code = "payload_too_large"
 
 
+class UnsupportedEncoding(RequestError):
+    """415: a Content-Encoding other than gzip, deflate or identity."""
+
+    status = 415
+    code = "unsupported_encoding"
+
+
 class UnprocessableEntity(RequestError):
     status = 422
     code = "unprocessable"
+
+
+class BadGateway(RequestError):
+    """502: the platform did not give a file the gateway proxies."""
+
+    status = 502
+    code = "media_unavailable"
 
 
 class UpstreamError(GatewayError):

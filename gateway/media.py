@@ -36,10 +36,11 @@ from yarl import URL
 
 from gateway import jsonutil
 from gateway.errors import (
+    BadGateway,
     BadRequest,
     Forbidden,
+    Gone,
     NotFound,
-    RequestError,
     UnprocessableEntity,
     UpstreamRejected,
     UpstreamUnavailable,
@@ -63,20 +64,6 @@ _REDIRECTS = 3
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 65_536
 CXONE_FILES = "cxone-attachment"
-
-
-class Gone(RequestError):
-    """410: a media URL that was valid once."""
-
-    status = 410
-    code = "media_url_expired"
-
-
-class BadGateway(RequestError):
-    """502: the platform did not give the file."""
-
-    status = 502
-    code = "media_unavailable"
 
 
 class _TooLarge(Exception):

@@ -20,17 +20,12 @@ import jwt
 
 from gateway import jsonutil
 from gateway.clock import Clock, system_clock
-from gateway.errors import BadRequest, RequestError, Unauthorized
+from gateway.errors import BadRequest, InvalidClient, RequestError, Unauthorized
 from gateway.secrets import Secret
 from gateway.settings import IntegrationSettings
 
 _ISSUER = "byoc-gateway"
 _REALM = 'Bearer realm="byoc-gateway"'
-
-
-class InvalidClient(RequestError):
-    status = 401
-    code = "invalid_client"
 
 
 @dataclass(frozen=True)
