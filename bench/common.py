@@ -526,6 +526,15 @@ def median(values: Sequence[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so `children()` stops every child on the way out."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 @contextlib.contextmanager
 def children() -> Iterator[list[Child]]:
     """Stop every child started inside the block, last first, whatever happens."""

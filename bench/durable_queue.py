@@ -31,6 +31,7 @@ from bench.common import (
     children,
     cpu_seconds,
     cpu_sets,
+    exit_on_sigterm,
     free_port,
     gateway_command,
     http_json,
@@ -206,6 +207,7 @@ def main() -> int:
     p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--out", type=Path, default=Path("bench/results/queue"))
     args = p.parse_args()
+    exit_on_sigterm()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = [
         one(store, int(batch), args, args.out)

@@ -34,6 +34,7 @@ from bench.common import (
     bench_env,
     children,
     cpu_sets,
+    exit_on_sigterm,
     free_port,
     gateway_command,
     http_json,
@@ -149,6 +150,7 @@ def main() -> int:
     p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--out", type=Path, default=Path("bench/results/mappings_scale.json"))
     args = p.parse_args()
+    exit_on_sigterm()
     sut, _ = cpu_sets(args.pin)
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     results = []

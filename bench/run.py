@@ -40,6 +40,7 @@ from bench.common import (
     children,
     cpu_seconds,
     cpu_sets,
+    exit_on_sigterm,
     free_port,
     gateway_command,
     http_json,
@@ -379,7 +380,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--quiet-timeout",
         type=float,
-        default=20.0,
+        default=10.0,
         help="wait this long at most for other jobs to calm down before a phase",
     )
     p.add_argument(
@@ -418,6 +419,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    exit_on_sigterm()
     out = args.out or Path("bench/results") / time.strftime("run-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     systems = systems_from(args.systems.split(","), args)

@@ -26,6 +26,7 @@ from bench.common import (
     children,
     cpu_seconds,
     cpu_sets,
+    exit_on_sigterm,
     free_port,
     gateway_command,
     http_json,
@@ -218,8 +219,9 @@ def chart(result: dict[str, Any], target: Path) -> None:
     s = result["summary"]
     ax.set_title(
         f"soak: {result['config']['rate']:.0f} msg/s for "
-        f"{result['config']['duration_s'] / 60:.0f} min - RSS slope "
-        f"{s['rss_slope_mb_per_min']:+.2f} MB/min, lost {s['lost']}",
+        f"{result['config']['duration_s'] / 60:.0f} min - RSS {s['rss_after_warmup_mb']:.1f} -> "
+        f"{s['rss_end_mb']:.1f} MB, slope over the last half "
+        f"{s.get('rss_slope_last_half_mb_per_min', float('nan')):+.2f} MB/min, lost {s['lost']}",
         fontsize=9,
     )
     fig.legend(loc="lower right", fontsize=8)
@@ -240,6 +242,7 @@ def main() -> int:
     p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--out", type=Path, default=Path("bench/results/soak"))
     args = p.parse_args()
+    exit_on_sigterm()
     result = run(args)
     (args.out / "soak.json").write_text(json.dumps(result, indent=1))
     chart(result, args.out / "soak.png")

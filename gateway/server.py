@@ -158,10 +158,10 @@ def loop_factory(name: LoopName = "auto") -> Callable[[], asyncio.AbstractEventL
     return factory
 
 
-def run(settings: Settings, *, loop: LoopName = "auto") -> None:
+def run(settings: Settings, *, loop: LoopName = "auto", pid_file: Path | None = None) -> None:
     """Serve on the chosen event loop until SIGTERM/SIGINT (the CLI's `serve`)."""
     factory = loop_factory(loop)
     if factory is not None:
         log.info("event loop: uvloop")
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(serve(settings))
+        runner.run(serve(settings, pid_file=pid_file))
