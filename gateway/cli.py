@@ -31,6 +31,12 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the gateway")
     s.add_argument("--config", "-c", type=Path, default=Path("gateway.yaml"))
     s.add_argument("--pid-file", type=Path, default=None, help="write the PID here (for `reload`)")
+    s.add_argument(
+        "--loop",
+        choices=["auto", "uvloop", "asyncio"],
+        default="auto",
+        help="event loop: uvloop when installed (auto), or force one",
+    )
 
     c = sub.add_parser("check", help="validate mappings and gateway.yaml; run inline tests")
     c.add_argument(
@@ -112,14 +118,14 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from gateway.logs import configure_logging
-    from gateway.server import serve
+    from gateway.server import run
     from gateway.settings import load_settings
 
     settings = load_settings(args.config)
     configure_logging(settings.logging.level, settings.logging.format)
     pid_file: Path | None = args.pid_file
     try:
-        asyncio.run(serve(settings, pid_file=pid_file))
+        run(settings, loop=args.loop, pid_file=pid_file)
     except OSError as exc:
         print(f"error: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_START

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, Literal
 from urllib.parse import quote
 
 import jinja2
 import jinja2.nodes
 from jinja2.exceptions import SecurityError
+from jinja2.runtime import new_context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from gateway import jsonutil
@@ -169,7 +170,9 @@ class DefaultName(Node):
         return _finalize(self.fallback if value is _MISSING else value, self.label)
 
 
-def _default_of_name(env: ImmutableSandboxedEnvironment, expr: str, label: str) -> Node | None:
+def _default_of_name(
+    env: ImmutableSandboxedEnvironment, expr: str, label: str
+) -> DefaultName | None:
     body = env.parse("{{ " + expr + " }}").body
     if len(body) != 1 or not isinstance(body[0], jinja2.nodes.Output) or len(body[0].nodes) != 1:
         return None
@@ -194,15 +197,33 @@ def _default_of_name(env: ImmutableSandboxedEnvironment, expr: str, label: str) 
 
 
 class Native(Node):
-    __slots__ = ("_fn", "label")
+    """A leaf that is one expression, evaluated to a native value.
+
+    Jinja's TemplateExpression builds each call's context from the environment's
+    globals, a ChainMap it copies twice per call; here the globals are flattened once at
+    compile time and the context is built from one dict (same names, same precedence:
+    the fields win over the globals).
+    """
+
+    __slots__ = ("_blocks", "_env", "_globals", "_name", "_root", "label")
 
     def __init__(self, fn: Callable[..., Any], label: str) -> None:
-        self._fn = fn
+        template = fn._template  # type: ignore[attr-defined]  # jinja2.TemplateExpression
+        self._env = template.environment
+        self._name = template.name
+        self._blocks = template.blocks
+        self._root = template.root_render_func
+        self._globals = dict(template.globals)
         self.label = label
 
     def render(self, context: Mapping[str, Any]) -> Any:
         try:
-            result = self._fn(context)
+            ctx = new_context(
+                self._env, self._name, self._blocks, {**self._globals, **context}, shared=True
+            )
+            for _ in self._root(ctx):
+                pass
+            result = ctx.vars["result"]
         except Exception as exc:
             raise RenderError(_explain(exc, self.label)) from None
         return _finalize(result, self.label)
@@ -328,36 +349,53 @@ def compile_template(
 
 
 def _compile_leaf(source: str, pointer: str, report: Reporter, mode: Mode, label: str) -> Node:
+    kind, value = _recipe(source, mode)
+    if kind == "error":
+        reason, fix = value
+        report(pointer, reason, fix)
+        return Const(None)
+    if kind == "name":
+        return Name(value, label)
+    if kind == "default":
+        return DefaultName(value[0], value[1], label)
+    if kind == "native":
+        return Native(value, label)
+    return Text(value, label)
+
+
+@lru_cache(maxsize=8192)
+def _recipe(source: str, mode: Mode) -> tuple[str, Any]:
+    """Parse, check and compile one leaf once per process (mappings share most leaves).
+
+    Every route of every mapping repeats the CXone defaults' leaves, and Jinja's compile
+    (parse, generate Python, compile it) is the bulk of loading a mapping. Compiled
+    templates are immutable and bound to the shared sandbox, so sharing them is safe.
+    """
     env = environment(mode)
     try:
         ast = env.parse(source)
     except jinja2.TemplateSyntaxError as exc:
-        report(pointer, f"Jinja syntax error: {exc.message}", _JINJA_FIX)
-        return Const(None)
+        return "error", (f"Jinja syntax error: {exc.message}", _JINJA_FIX)
     unsafe = _unsafe_names(ast.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem)))
     if unsafe:
-        report(
-            pointer,
+        return "error", (
             f"the template uses {unsafe!r}: names starting with '_' are not "
             "allowed in templates (sandbox)",
             "use the field names of your data only",
         )
-        return Const(None)
     single = _SINGLE.match(source.strip()) if mode == "native" else None
     try:
         if single is not None:
             expr = single.group("expr").strip()
             if _NAME.match(expr) and expr not in ("true", "false", "none", "True", "False", "None"):
-                return Name(expr, label)
-            fast = _default_of_name(env, expr, label)
+                return "name", expr
+            fast = _default_of_name(env, expr, "")
             if fast is not None:
-                return fast
-            fn = env.compile_expression(expr, undefined_to_none=False)
-            return Native(fn, label)
-        return Text(env.from_string(source), label)
+                return "default", (fast.name, fast.fallback)
+            return "native", env.compile_expression(expr, undefined_to_none=False)
+        return "text", env.from_string(source)
     except jinja2.TemplateSyntaxError as exc:
-        report(pointer, f"Jinja error: {exc.message}", _JINJA_FIX)
-        return Const(None)
+        return "error", (f"Jinja error: {exc.message}", _JINJA_FIX)
 
 
 _JINJA_FIX = (
