@@ -162,7 +162,10 @@ class Gateway:
     def _load(self, generation: int, *, reread: bool) -> tuple[Routing, TlsPlan]:
         """Read, compile and check everything, TLS files included (blocking)."""
         settings = reread_settings(self.settings) if reread else self.settings
-        routing = load_routing(settings, generation, reread_settings=False, clock=self.clock)
+        previous = self._routing.mappings if reread and self._routing is not None else None
+        routing = load_routing(
+            settings, generation, reread_settings=False, clock=self.clock, previous=previous
+        )
         return routing, prepare_tls(routing.settings, routing.mappings.values())
 
     async def load_initial(self) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -52,6 +54,8 @@ class CompiledMapping:
     _tree: Mapping[str, Any] = field(repr=False)  # schema-valid, references unresolved
     _placeholders: bool = field(repr=False)  # loaded with check_secrets=False
     _base_dir: Path = field(repr=False)
+    # what it was compiled from: the file's digest and the value of every ${...} it reads
+    _inputs: tuple[Any, ...] = field(default=(), repr=False, compare=False)
 
     def __repr__(self) -> str:
         return (
@@ -205,7 +209,7 @@ def load_mapping(
     tree, lines = load_yaml(text, problems)
     if problems or not schema.validate(tree, problems):
         raise MappingError(problems.items)
-    return _build(
+    built = _build(
         tree,
         lines,
         problems,
@@ -215,6 +219,37 @@ def load_mapping(
         env=env,
         check_secrets=check_secrets,
     )
+    return replace(built, _inputs=_inputs_of(data, env, path.parent))
+
+
+_REF_NAME = re.compile(rb"\$\{(file:[^}]+|[^}:]+)")  # the names gateway.secrets.REFERENCE reads
+
+
+def _inputs_of(data: bytes, env: Mapping[str, str] | None, base_dir: Path) -> tuple[Any, ...]:
+    """The file's digest and the current value of every reference it makes (files hashed)."""
+    source = os.environ if env is None else env
+    values: list[tuple[str, str | None]] = []
+    for name in sorted({m.group(1).decode("utf-8", "replace") for m in _REF_NAME.finditer(data)}):
+        if name.startswith("file:"):
+            try:
+                digest: str | None = hashlib.sha256((base_dir / name[5:]).read_bytes()).hexdigest()
+            except OSError:
+                digest = None
+            values.append((name, digest))
+        else:
+            values.append((name, source.get(name)))
+    return (hashlib.sha256(data).hexdigest(), tuple(values))
+
+
+def _unchanged(old: CompiledMapping, path: Path, env: Mapping[str, str] | None) -> bool:
+    """True when `path` still holds exactly what `old` was compiled from."""
+    if old._placeholders or not old._inputs:
+        return False
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    return _inputs_of(data, env, path.parent) == old._inputs
 
 
 def _build(
@@ -315,9 +350,17 @@ def duplicate_problems(mappings: Sequence[CompiledMapping]) -> list[Problem]:
 
 
 def load_mapping_dir(
-    directory: Path, *, env: Mapping[str, str] | None = None, check_secrets: bool = True
+    directory: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    check_secrets: bool = True,
+    previous: Mapping[str, CompiledMapping] | None = None,
 ) -> dict[str, CompiledMapping]:
-    """Load every mapping of a directory; one MappingError collects all files' problems."""
+    """Load every mapping of a directory; one MappingError collects all files' problems.
+
+    A mapping of `previous` whose file and references are unchanged is reused as it is
+    (a reload of many mappings then compiles only what changed).
+    """
     if not directory.is_dir():
         raise MappingError(
             Problem(
@@ -329,7 +372,12 @@ def load_mapping_dir(
         )
     problems: list[Problem] = []
     loaded: list[CompiledMapping] = []
+    by_source = {m.source: m for m in (previous or {}).values()}
     for path in mapping_files(directory):
+        old = by_source.get(str(path))
+        if old is not None and check_secrets and _unchanged(old, path, env):
+            loaded.append(old)
+            continue
         try:
             loaded.append(load_mapping(path, env=env, check_secrets=check_secrets))
         except MappingError as exc:
