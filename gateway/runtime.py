@@ -86,9 +86,26 @@ def file_digests(routing: Routing) -> dict[str, str]:
     return out
 
 
+# (sha256 of a file, sections skipped) -> the `${file:...}` it references. A reload reads
+# every file again, but re-parsing the YAML of many unchanged mappings would be most of it.
+_REFERENCES: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
+_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built with it
+
+
 def _file_references(data: bytes, skip: tuple[str, ...]) -> list[str]:
+    key = (hashlib.sha256(data).hexdigest(), skip)
+    found = _REFERENCES.get(key)
+    if found is None:
+        found = tuple(_parse_references(data, skip))
+        if len(_REFERENCES) >= 4096:
+            _REFERENCES.clear()
+        _REFERENCES[key] = found
+    return list(found)
+
+
+def _parse_references(data: bytes, skip: tuple[str, ...]) -> list[str]:
     try:
-        tree = yaml.safe_load(data)
+        tree = yaml.load(data, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader (C or Python)
     except yaml.YAMLError:
         return []
     if isinstance(tree, dict):
