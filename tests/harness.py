@@ -7,13 +7,15 @@ never on sleeps.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import os
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from aiohttp import web
 
@@ -139,6 +141,61 @@ async def start_world(
             await running.stop()
         await cx_runner.cleanup()
         await wh_runner.cleanup()
+
+
+W = TypeVar("W")
+T = TypeVar("T")
+
+
+class InThread(Generic[W]):
+    """Run an async context manager's value on its own event loop in a thread.
+
+    For hypothesis' synchronous tests: `run(coro)` executes a coroutine on that loop and
+    waits for its result; `close()` leaves the context and joins the thread.
+    """
+
+    def __init__(self, enter: Callable[[], contextlib.AbstractAsyncContextManager[W]]) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self._value: W | None = None
+        self._thread = threading.Thread(target=self._main, args=(enter,), daemon=True)
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("the world did not start")
+        if self._error is not None:
+            raise self._error
+
+    @property
+    def world(self) -> W:
+        assert self._value is not None
+        return self._value
+
+    def _main(self, enter: Callable[[], contextlib.AbstractAsyncContextManager[W]]) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._serve(enter))
+        self._loop.close()
+
+    async def _serve(self, enter: Callable[[], contextlib.AbstractAsyncContextManager[W]]) -> None:
+        self._stop = asyncio.Event()
+        try:
+            async with enter() as value:
+                self._value = value
+                self._ready.set()
+                await self._stop.wait()
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        """Run `coro` on the world's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def close(self) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
 
 
 def replace_settings(settings: Settings, **changes: Any) -> Settings:

@@ -12,12 +12,10 @@ Certificates come from `gateway.certs` (EC keys: fast).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import shutil
 import ssl
-import threading
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -50,6 +48,7 @@ from gateway.secrets import Secret
 from gateway.server import RunningGateway, start_gateway
 from gateway.settings import Settings, TlsClientSettings, TlsServerSettings, load_settings
 from gateway.tls import client_context, server_context
+from tests.harness import InThread
 
 T = TypeVar("T")
 SECRETS = SandboxSecrets()
@@ -449,45 +448,6 @@ def token_request(client_id: str, secret: str) -> dict[str, Any]:
     }
 
 
-class ThreadedTlsWorld:
+def threaded_tls_world(directory: Path, pki: Pki, **yaml_kw: Any) -> InThread[TlsWorld]:
     """A TlsWorld on its own event loop in a thread (for hypothesis' synchronous tests)."""
-
-    def __init__(self, directory: Path, pki: Pki, **yaml_kw: Any) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._error: BaseException | None = None
-        self.world: TlsWorld | None = None
-        self._thread = threading.Thread(
-            target=self._main, args=(directory, pki, yaml_kw), daemon=True
-        )
-        self._thread.start()
-        if not self._ready.wait(30):
-            raise RuntimeError("the world did not start")
-        if self._error is not None:
-            raise self._error
-
-    def _main(self, directory: Path, pki: Pki, yaml_kw: dict[str, Any]) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._serve(directory, pki, yaml_kw))
-        self._loop.close()
-
-    async def _serve(self, directory: Path, pki: Pki, yaml_kw: dict[str, Any]) -> None:
-        self._stop = asyncio.Event()
-        try:
-            async with start_tls_world(directory, pki, **yaml_kw) as world:
-                self.world = world
-                self._ready.set()
-                await self._stop.wait()
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
-        """Run `coro` on the world's loop and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
-
-    def close(self) -> None:
-        if self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(30)
+    return InThread(lambda: start_tls_world(directory, pki, **yaml_kw))

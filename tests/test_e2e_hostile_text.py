@@ -6,17 +6,16 @@ example is a real round trip over sockets.
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import Coroutine, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.harness import BOARD_CHANNEL, CHAT_CHANNEL, World, start_world
+from tests.harness import BOARD_CHANNEL, CHAT_CHANNEL, InThread, World, start_world
+
+ThreadedWorld = InThread[World]
 
 T = TypeVar("T")
 
@@ -63,50 +62,10 @@ hostile = st.one_of(
 ).filter(lambda s: 0 < len(s) <= 1000 and s.strip() != "")
 
 
-class ThreadedWorld:
-    """A World on its own loop; `run` executes a coroutine there and waits for it."""
-
-    def __init__(self, directory: Path) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self.world: World | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, args=(directory,), daemon=True)
-        self._thread.start()
-        if not self._ready.wait(30):
-            raise RuntimeError("the world did not start")
-        if self._error is not None:
-            raise self._error
-
-    def _main(self, directory: Path) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._serve(directory))
-        self._loop.close()
-
-    async def _serve(self, directory: Path) -> None:
-        self._stop = asyncio.Event()
-        try:
-            async with start_world(directory) as world:
-                self.world = world
-                self._ready.set()
-                await self._stop.wait()
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
-
-    def close(self) -> None:
-        if self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(30)
-
-
 @pytest.fixture(scope="module")
 def tw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedWorld]:
-    world = ThreadedWorld(tmp_path_factory.mktemp("hostile"))
+    directory = tmp_path_factory.mktemp("hostile")
+    world = ThreadedWorld(lambda: start_world(directory))
     yield world
     world.close()
 

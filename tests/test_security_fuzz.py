@@ -28,16 +28,17 @@ from yarl import URL
 
 from gateway import jsonutil
 from gateway.sandbox.watering_hole.webhooks import SIGNATURE_HEADER, signature_header
+from tests.harness import InThread
 from tests.security_world import (
     BOARD_CHANNEL,
     CHAT_CHANNEL,
     SECRETS,
     WEBHOOK_PATH,
     Pki,
-    ThreadedTlsWorld,
     TlsWorld,
     build_pki,
     fetch,
+    threaded_tls_world,
     token_request,
 )
 
@@ -59,7 +60,7 @@ class Target:
 
 @dataclass
 class Fuzzing:
-    threaded: ThreadedTlsWorld
+    threaded: InThread[TlsWorld]
     world: TlsWorld
     targets: list[Target]
     bearer: str
@@ -85,7 +86,7 @@ def fuzz(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzing]:
     pki: Pki = build_pki(tmp_path_factory.mktemp("pki"))
     # the callers stand behind a trusted proxy, each with its own address, so the token
     # endpoint's slow-down for repeated failures (per source) does not slow the test down
-    threaded = ThreadedTlsWorld(
+    threaded = threaded_tls_world(
         tmp_path_factory.mktemp("fuzz"), pki, read_timeout=1.0, trusted_proxies=("127.0.0.1/32",)
     )
     world = threaded.world
