@@ -39,6 +39,32 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 __all__ = ["BOARD_CHANNEL", "CHAT_CHANNEL", "SECRETS", "World", "serve_app", "start_world"]
 
 
+def wh_config(**changes: Any) -> WateringHoleConfig:
+    """A simulated Watering Hole that shares the sandbox secrets with the gateway."""
+    return dataclasses.replace(
+        WateringHoleConfig(),
+        api_token=SECRETS.wh_api_token,
+        webhook_secrets=(SECRETS.wh_secret,),
+        verify_token=SECRETS.wh_verify_token,
+        **changes,
+    )
+
+
+def cxone_config(**changes: Any) -> CxoneSimConfig:
+    """A simulated CXone with the sandbox access key, both channels and the BYOC client."""
+    return dataclasses.replace(
+        CxoneSimConfig(),
+        access_key_id=SECRETS.access_key_id,
+        access_key_secret=SECRETS.access_key_secret,
+        app_client_id=SECRETS.app_client_id,
+        app_client_secret=SECRETS.app_client_secret,
+        channels=(CHAT_CHANNEL, BOARD_CHANNEL),
+        gateway_client_id=SECRETS.byoc_client_id,
+        gateway_client_secret=SECRETS.byoc_client_secret,
+        **changes,
+    )
+
+
 async def serve_app(app: web.Application) -> tuple[web.AppRunner, str]:
     """Serve an app on a free localhost port; return the runner and its base URL."""
     runner = web.AppRunner(app, access_log=None)
@@ -100,26 +126,8 @@ async def start_world(
     **settings_kw: Any,
 ) -> AsyncIterator[World]:
     """Start both simulators and the gateway, wired to each other; stop all on exit."""
-    wh = WateringHoleSim(
-        WateringHoleConfig(
-            api_token=SECRETS.wh_api_token,
-            webhook_secrets=(SECRETS.wh_secret,),
-            verify_token=SECRETS.wh_verify_token,
-            clock=clock,
-        )
-    )
-    cxone = CxoneSim(
-        CxoneSimConfig(
-            access_key_id=SECRETS.access_key_id,
-            access_key_secret=SECRETS.access_key_secret,
-            app_client_id=SECRETS.app_client_id,
-            app_client_secret=SECRETS.app_client_secret,
-            channels=(CHAT_CHANNEL, BOARD_CHANNEL),
-            clock=clock,
-            gateway_client_id=SECRETS.byoc_client_id,
-            gateway_client_secret=SECRETS.byoc_client_secret,
-        )
-    )
+    wh = WateringHoleSim(wh_config(clock=clock))
+    cxone = CxoneSim(cxone_config(clock=clock))
     wh_runner, wh_url = await serve_app(wh.app)
     cx_runner, cx_url = await serve_app(cxone.app)
     running: RunningGateway | None = None

@@ -25,16 +25,14 @@ from typing import Any
 import aiohttp
 
 from gateway.clock import FakeClock
-from gateway.sandbox.cxone import CxoneSim, CxoneSimConfig
-from gateway.sandbox.watering_hole import UserSeed, WateringHoleConfig, WateringHoleSim
+from gateway.sandbox.cxone import CxoneSim
+from gateway.sandbox.watering_hole import UserSeed, WateringHoleSim
 from gateway.sandbox.wiring import (
-    BOARD_CHANNEL,
-    CHAT_CHANNEL,
     sandbox_env,
     write_sandbox_settings,
 )
 from gateway.settings import Settings
-from tests.harness import SECRETS, serve_app
+from tests.harness import cxone_config, serve_app, wh_config
 
 ROOT = Path(__file__).resolve().parents[1]
 READY_TIMEOUT = 30.0
@@ -256,26 +254,13 @@ async def start_sims(users: int = 30) -> AsyncIterator[Sims]:
         for i in range(users)
     )
     wh = WateringHoleSim(
-        WateringHoleConfig(
-            api_token=SECRETS.wh_api_token,
-            webhook_secrets=(SECRETS.wh_secret,),
-            verify_token=SECRETS.wh_verify_token,
+        wh_config(
             users=seeds,
             retry_schedule=(1.0,) * 30,  # plenty of retries, one (fake) second apart
             clock=wh_clock,
         )
     )
-    cxone = CxoneSim(
-        CxoneSimConfig(
-            access_key_id=SECRETS.access_key_id,
-            access_key_secret=SECRETS.access_key_secret,
-            app_client_id=SECRETS.app_client_id,
-            app_client_secret=SECRETS.app_client_secret,
-            channels=(CHAT_CHANNEL, BOARD_CHANNEL),
-            gateway_client_id=SECRETS.byoc_client_id,
-            gateway_client_secret=SECRETS.byoc_client_secret,
-        )
-    )
+    cxone = CxoneSim(cxone_config())
     wh_runner, wh_url = await serve_app(wh.app)
     cx_runner, cx_url = await serve_app(cxone.app)
     try:

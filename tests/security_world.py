@@ -35,8 +35,8 @@ from gateway.certs import (
 )
 from gateway.clock import system_clock
 from gateway.runtime import Gateway
-from gateway.sandbox.cxone import CxoneSim, CxoneSimConfig
-from gateway.sandbox.watering_hole import WateringHoleConfig, WateringHoleSim
+from gateway.sandbox.cxone import CxoneSim
+from gateway.sandbox.watering_hole import WateringHoleSim
 from gateway.sandbox.wiring import (
     BOARD_CHANNEL,
     CHAT_CHANNEL,
@@ -48,7 +48,7 @@ from gateway.secrets import Secret
 from gateway.server import RunningGateway, start_gateway
 from gateway.settings import Settings, TlsClientSettings, TlsServerSettings, load_settings
 from gateway.tls import client_context, server_context
-from tests.harness import InThread
+from tests.harness import InThread, cxone_config, wh_config
 
 T = TypeVar("T")
 SECRETS = SandboxSecrets()
@@ -366,10 +366,7 @@ async def start_tls_world(
         yaml_kw["mappings_dir"] = mapping_with_platform_tls(directory)
     trusting = client_ssl(pki)
     wh = WateringHoleSim(
-        WateringHoleConfig(
-            api_token=SECRETS.wh_api_token,
-            webhook_secrets=(SECRETS.wh_secret,),
-            verify_token=SECRETS.wh_verify_token,
+        wh_config(
             rate_limit_per_second=10_000,
             clock=system_clock,
         )
@@ -377,14 +374,7 @@ async def start_tls_world(
     # the platform's webhook client trusts the gateway's CA (no client certificate)
     wh.dispatcher.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trusting))
     cxone = CxoneSim(
-        CxoneSimConfig(
-            access_key_id=SECRETS.access_key_id,
-            access_key_secret=SECRETS.access_key_secret,
-            app_client_id=SECRETS.app_client_id,
-            app_client_secret=SECRETS.app_client_secret,
-            channels=(CHAT_CHANNEL, BOARD_CHANNEL),
-            gateway_client_id=SECRETS.byoc_client_id,
-            gateway_client_secret=SECRETS.byoc_client_secret,
+        cxone_config(
             gateway_ssl=client_ssl(pki, pki.cxone, CLIENT_PASSWORD),
         )
     )
