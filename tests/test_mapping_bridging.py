@@ -146,12 +146,41 @@ def test_a_failed_lookup_gives_the_fallback_and_is_not_cached(
     tmp_path: Path, answer: PlatformResponse | Exception
 ) -> None:
     m = mapping(tmp_path, ROUTE)
-    io = IO([answer])
+    io = IO([answer, answer])  # a retryable failure (no answer) gets one more try
     call = render(m, io, item())
     assert call.body["authorEndUserIdentity"]["firstName"] == "user u1"
     (outcome,) = call.lookups
     assert outcome.result == "failed" and outcome.reason
     assert io.cache == {}
+    retryable = isinstance(answer, Exception)
+    assert len(io.sent) == (2 if retryable else 1)
+    assert ("retryable" if retryable else "final") in outcome.reason
+
+
+FAILING_INSIDE_A_200 = ROUTE.replace(
+    "        success: body.ok == `true`\n",
+    "        success: body.ok == `true`\n"
+    "        retryable: body.error == 'busy'\n"
+    "        error: {code: error, message: detail}\n",
+)
+
+
+def test_a_failure_inside_a_200_is_classified_retryable_or_final(tmp_path: Path) -> None:
+    m = mapping(tmp_path, FAILING_INSIDE_A_200)
+    busy = PlatformResponse(200, {}, {"ok": False, "error": "busy", "detail": "try again"})
+    found = PlatformResponse(200, {}, {"ok": True, "user": {"name": "Una"}})
+    io = IO([busy, found])  # retryable: one more try, which succeeds
+    call = render(m, io, item())
+    assert call.body["authorEndUserIdentity"]["firstName"] == "Una"
+    assert [o.result for o in call.lookups] == ["fetched"] and len(io.sent) == 2
+
+    gone = PlatformResponse(200, {}, {"ok": False, "error": "user_gone", "detail": "deleted"})
+    io = IO([gone, found])  # final: no second try, the fallback applies
+    call = render(m, io, item(n=2))
+    assert call.body["authorEndUserIdentity"]["firstName"] == "user u1"
+    (outcome,) = call.lookups
+    assert outcome.result == "failed" and len(io.sent) == 1
+    assert "(user_gone): deleted" in outcome.reason and "final" in outcome.reason
 
 
 def test_a_skipped_lookup_gives_the_fallback_without_a_request(tmp_path: Path) -> None:

@@ -11,15 +11,16 @@ used and the failure is reported to the runtime, which counts it.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from gateway import jsonutil
-from gateway.errors import MappingRuntimeError, UpstreamError
+from gateway.errors import MappingRuntimeError, UpstreamError, UpstreamUnavailable
 from gateway.mapping.expressions import Expr, ExpressionError, compile_or_report
 from gateway.mapping.loader import Problems
-from gateway.mapping.model import InboundIO, LookupOutcome, PlatformSpec
+from gateway.mapping.model import InboundIO, LookupOutcome, PlatformResponse, PlatformSpec
 from gateway.mapping.request import RequestTemplate, compile_request
 from gateway.mapping.templates import OMIT, Node, RenderError, compile_template, render_text
 from gateway.mapping.values import escape_pointer, exact_ids
@@ -39,6 +40,9 @@ class Lookup:
     cache_key: Node | None  # text template; None: not cached
     cache_ttl: float
     success: Expr | None  # over {status, headers, body}
+    retryable: Expr | None  # over {status, headers, body}: a failure worth one more try
+    error_code: Expr | None  # over the response body
+    error_message: Expr | None  # over the response body
     result: tuple[tuple[str, Expr], ...]  # over the response body
     fallback: Node | None  # field -> template
     digest: str = ""  # of the lookup's definition: a changed lookup never reads old results
@@ -105,6 +109,19 @@ def compile_lookups(
                 success=compile_or_report(spec["success"], f"{at}/success", problems.add)
                 if "success" in spec
                 else None,
+                retryable=compile_or_report(spec["retryable"], f"{at}/retryable", problems.add)
+                if "retryable" in spec
+                else None,
+                error_code=compile_or_report(
+                    spec["error"]["code"], f"{at}/error/code", problems.add
+                )
+                if "code" in spec.get("error", {})
+                else None,
+                error_message=compile_or_report(
+                    spec["error"]["message"], f"{at}/error/message", problems.add
+                )
+                if "message" in spec.get("error", {})
+                else None,
                 result=tuple(result),
                 fallback=compile_template(
                     fallback, f"{at}/fallback", problems.add, label=f"lookups.{name}.fallback"
@@ -143,6 +160,53 @@ async def run_lookups(
     return tuple(outcomes)
 
 
+_ATTEMPTS = 2
+
+
+async def _attempt(
+    lookup: Lookup, request: Any, io: InboundIO, within: float
+) -> tuple[str | None, bool, dict[str, Any]]:
+    """One call: (None, _, fields) on success, else (reason, retryable, {})."""
+    try:
+        response = await io.send(lookup.name, request, max(within, 0.001))
+    except UpstreamUnavailable as exc:
+        return exc.message, True, {}
+    except UpstreamError as exc:
+        return exc.message, False, {}
+    except TimeoutError:
+        return f"no answer within {lookup.timeout:g} s", True, {}
+    scope = response.scope()
+    try:
+        if not 200 <= response.status < 300:
+            retry = response.status in (408, 429) or response.status >= 500
+            return (
+                f"the platform answered HTTP {response.status}{_error(lookup, response)}",
+                retry,
+                {},
+            )
+        if lookup.success is not None and not lookup.success.test(scope):
+            retry = lookup.retryable is not None and lookup.retryable.test(scope)
+            return f"the platform's answer is a failure{_error(lookup, response)}", retry, {}
+        found = exact_ids(
+            {n: v for n, e in lookup.result if (v := e.search(response.body)) is not None}
+        )
+    except ExpressionError as exc:
+        return str(exc), False, {}
+    return None, False, found
+
+
+def _error(lookup: Lookup, response: PlatformResponse) -> str:
+    """` (code): message` from the answer, as the lookup's `error` extracts them."""
+    parts = []
+    for expr in (lookup.error_code, lookup.error_message):
+        value = expr.search(response.body) if expr is not None else None
+        parts.append("" if value is None else str(value)[:200])
+    code, message = parts
+    if not code and not message:
+        return ""
+    return (f" ({code})" if code else "") + (f": {message}" if message else "")
+
+
 async def _one(
     mapping: str,
     lookup: Lookup,
@@ -170,22 +234,18 @@ async def _one(
         cached = await io.cached(key)
         if isinstance(cached, dict):
             return LookupOutcome(lookup.name, "cached"), cached
-    try:
-        response = await io.send(lookup.name, request, lookup.timeout)
-    except UpstreamError as exc:
-        return failed(exc.message)
-    except TimeoutError:
-        return failed(f"no answer within {lookup.timeout:g} s")
-    if not 200 <= response.status < 300:
-        return failed(f"the platform answered HTTP {response.status}")
-    try:
-        if lookup.success is not None and not lookup.success.test(response.scope()):
-            return failed("the platform's answer is a failure (`success` is false)")
-        found = exact_ids(
-            {n: v for n, e in lookup.result if (v := e.search(response.body)) is not None}
-        )
-    except ExpressionError as exc:
-        return failed(str(exc))
+    # A retryable failure (no answer, 408/429/5xx, or `retryable` true) gets one more try
+    # while the lookup's time allows; a final one goes straight to the fallback.
+    deadline = time.monotonic() + lookup.timeout
+    attempt = 0
+    while True:
+        attempt += 1
+        reason, retry, found = await _attempt(lookup, request, io, deadline - time.monotonic())
+        if reason is None:
+            break
+        if not retry or attempt >= _ATTEMPTS or time.monotonic() >= deadline:
+            kind = "retryable" if retry else "final"
+            return failed(f"{reason} ({kind}, after {attempt} attempt(s))")
     if key is not None:
         await io.remember(key, found, lookup.cache_ttl)
     return LookupOutcome(lookup.name, "fetched"), found
