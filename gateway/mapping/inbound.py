@@ -93,6 +93,14 @@ class InboundRouter:
             return self._partial(route, fields, dedupe_key)
         return self._render(route, fields, dedupe_key)
 
+    def dedupe_of(self, item: InboundItem) -> str | None:
+        """The item's dedupe key, or None when it has none or it cannot be computed."""
+        try:
+            with evaluation(self._context(item)):
+                return self._dedupe_key(item.item)
+        except MappingRuntimeError:
+            return None
+
     async def render(self, item: InboundItem, io: InboundIO) -> InboundCall | Ignored:
         """Route and render one item completely, running the route's lookups through `io`."""
         with evaluation(self._context(item)), media_signing(io.media_url):

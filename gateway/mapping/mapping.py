@@ -91,6 +91,10 @@ class CompiledMapping:
         """
         return self._parts.inbound.route(self._with_ancestors(item))
 
+    def dedupe_key(self, item: InboundItem) -> str | None:
+        """The item's dedupe key alone (for an event whose route fails: kept once only)."""
+        return self._parts.inbound.dedupe_of(self._with_ancestors(item))
+
     async def render_inbound(self, item: InboundItem, io: InboundIO) -> InboundCall | Ignored:
         """Route and render one item completely (queue worker): lookups go through `io`."""
         return await self._parts.inbound.render(self._with_ancestors(item), io)

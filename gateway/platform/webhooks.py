@@ -110,8 +110,13 @@ async def _accept(
             # dead letter that can be replayed once the mapping is fixed.
             log.error("mapping failed on an event; queued for a dead letter: %s", exc)
             record = InboundJob.accept(mapping, item, now, None, str(exc))
+            dedupe = mapping.dedupe_key(item)  # a redelivery must not make a second one
             jobs.append(
-                NewJob(thread_key(mapping.name, "?", uuid.uuid4().hex), record.encode(), None)
+                NewJob(
+                    thread_key(mapping.name, "?", dedupe or uuid.uuid4().hex),
+                    record.encode(),
+                    dedupe,
+                )
             )
             labels.append(("", "(mapping error)"))
             continue
