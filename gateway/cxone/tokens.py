@@ -26,6 +26,7 @@ from gateway.settings import IntegrationSettings
 
 _ISSUER = "byoc-gateway"
 _REALM = 'Bearer realm="byoc-gateway"'
+_VERIFIED_MAX = 1024  # verified tokens remembered (a tenant holds a handful at a time)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,10 @@ class TokenIssuer:
         self._clock = clock
         # compared against for unknown client ids, so both paths do the same work
         self._decoy = (Secret(secrets.token_urlsafe(32), "decoy"),)
+        # tokens whose signature and claims were checked: token -> (integration, exp).
+        # CXone reuses one token for an hour, so a reply costs a dict lookup instead of
+        # two JWT decodes. A reload builds a new issuer, so rotated keys start empty.
+        self._verified: OrderedDict[str, tuple[IntegrationSettings, float]] = OrderedDict()
 
     def integration_of(self, client_id: str) -> IntegrationSettings | None:
         """The integration a client id belongs to (client ids are not secret)."""
@@ -185,6 +190,9 @@ class TokenIssuer:
                 headers={"WWW-Authenticate": _REALM},
             )
         token = authorization[7:].strip()
+        known = self._verified.get(token)
+        if known is not None and known[1] > self._clock():
+            return known[0]
         try:
             unverified = jwt.decode(token, options={"verify_signature": False})
             integ = self._by_name.get(str(unverified.get("aud")))
@@ -229,4 +237,7 @@ class TokenIssuer:
                 code="invalid_token",
                 headers={"WWW-Authenticate": _REALM + ', error="invalid_token"'},
             )
+        self._verified[token] = (integ, expires)
+        if len(self._verified) > _VERIFIED_MAX:
+            self._verified.popitem(last=False)
         return integ
