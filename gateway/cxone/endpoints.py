@@ -137,7 +137,7 @@ async def sender_action(request: web.Request) -> web.Response:
             req,
             upstream=mapping.name,
             timeouts=mapping.platform.timeouts,
-            deadline=gw.settings.outbound.deadline,
+            deadline=routing.settings.outbound.deadline,
             ssl_context=gw.platform_tls.get(mapping.name),
             error_of=mapping.platform_error,
             check=functools.partial(mapping.check_response, plan),
@@ -275,7 +275,7 @@ async def _reply(
         gw.metrics.duplicates.labels(mapping.name).inc()
         result: dict[str, Any] = jsonutil.loads(cached)
         return result
-    window = gw.settings.outbound.idempotency_window
+    window = routing.settings.outbound.idempotency_window
     key = f"{fingerprint[:40]}.{int(time.time() * 1000)}"
     if not await gw.store.kv_add(REPLY_KEY_NS, fingerprint, key.encode(), window or None):
         existing = await gw.store.kv_get(REPLY_KEY_NS, fingerprint)
@@ -293,7 +293,7 @@ async def _reply(
                     req,
                     upstream=mapping.name,
                     timeouts=mapping.platform.timeouts,
-                    deadline=gw.settings.outbound.deadline,
+                    deadline=routing.settings.outbound.deadline,
                     idempotency=(header, part_key) if header else None,
                     ssl_context=gw.platform_tls.get(mapping.name),
                     error_of=mapping.platform_error,
@@ -338,7 +338,7 @@ async def _reply(
             "cxone_id": cxone_thread,
             "platform_id": _message_id(result),
             "outcome": "sent",
-            "text": _text_for_log(plan.fields.get("text"), gw.settings.logging),
+            "text": _text_for_log(plan.fields.get("text"), routing.settings.logging),
             "duration_ms": round((time.monotonic() - started) * 1000, 1),
         },
     )
