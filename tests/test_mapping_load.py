@@ -76,7 +76,7 @@ def test_watering_hole_inline_tests_pass(wh: CompiledMapping) -> None:
 def test_inline_tests_do_not_depend_on_the_environment() -> None:
     # the echo test uses usr_jungle, the default of ${WATERING_HOLE_ACCOUNT_USER_ID:-usr_jungle}
     placeholder = load_mapping(WH, check_secrets=False)
-    assert placeholder.test_twin is placeholder
+    assert placeholder.test_twin() is placeholder
     assert run_inline_tests(placeholder) == []
 
 
@@ -116,7 +116,7 @@ def test_secrets_never_show_in_reprs(wh: CompiledMapping) -> None:
         repr(wh.channels),
         repr(plan),
         str(request),
-        repr(wh.test_twin),
+        repr(wh.test_twin()),
     ]
     for text in texts:
         for secret in SECRETS:

@@ -51,7 +51,7 @@ class _Mismatch(Exception):
 
 def run_inline_tests(m: CompiledMapping) -> list[TestFailure]:
     """Run every inline test of `m`; return the failures (empty: all passed)."""
-    twin = m.test_twin
+    twin = m.test_twin()
     failures = []
     for index, test in enumerate(twin.tests):
         where = f"/tests/{index}"

@@ -173,9 +173,12 @@ class CompiledMapping:
         """Names of the outbound routes, in order."""
         return tuple(r.name for r in self._parts.outbound.routes)
 
-    @cached_property
     def test_twin(self) -> CompiledMapping:
-        """This mapping compiled with placeholders (inline tests never depend on the env)."""
+        """This mapping compiled with placeholders (inline tests never depend on the env).
+
+        Compiled on each call and not kept: a serving gateway would otherwise hold a
+        second compiled copy of every mapping only for the tests it ran at load.
+        """
         if self._placeholders:
             return self
         return _build(
