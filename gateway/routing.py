@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 from gateway.clock import Clock, system_clock
+from gateway.cxone.tokens import TokenIssuer
 from gateway.errors import ConfigError, MappingError, Problem
 from gateway.mapping import CompiledMapping, load_mapping_dir, run_inline_tests
 from gateway.platform.signatures import Verifier, compile_verifier
@@ -32,6 +33,7 @@ class Routing:
     verifiers: Mapping[str, Verifier]
     bindings: Mapping[str, tuple[IntegrationSettings, ChannelBinding]]
     channel_ids: Mapping[tuple[str, str], str]
+    issuer: TokenIssuer  # issues and checks the bearer tokens of these integrations
     files: tuple[str, ...] = field(default=())
 
     def binding(self, channel_id: str) -> tuple[IntegrationSettings, ChannelBinding] | None:
@@ -118,6 +120,7 @@ def build_routing(
         verifiers=MappingProxyType(verifiers),
         bindings=MappingProxyType(bindings),
         channel_ids=MappingProxyType(channel_ids),
+        issuer=TokenIssuer(settings.integrations, clock=clock),
         files=tuple(sorted([source, *(m.source for m in mappings.values())])),
     )
 

@@ -149,7 +149,6 @@ class Gateway:
         self.cxone: CxoneClient
         self.platform: PlatformClient
         self.media: MediaClient
-        self.issuer: TokenIssuer
         self.throttle: FailureThrottle
         self.workers: Workers | None = None
         self.certificates: CertificateMonitor | None = None
@@ -165,11 +164,13 @@ class Gateway:
             raise GatewayError("the gateway has not loaded its configuration yet")
         return self._routing
 
-    def install(self, routing: Routing) -> None:
-        """Swap the routing object (one assignment) and the token issuer that goes with it."""
-        from gateway.cxone.tokens import TokenIssuer
+    @property
+    def issuer(self) -> TokenIssuer:
+        """The token issuer of the running configuration (part of the routing object)."""
+        return self.routing.issuer
 
-        self.issuer = TokenIssuer(routing.settings.integrations, clock=self.clock)
+    def install(self, routing: Routing) -> None:
+        """Swap the routing object (one assignment); its token issuer comes with it."""
         self.settings = routing.settings
         self._routing = routing
         self.metrics.mapping_info.clear()

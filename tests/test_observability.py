@@ -326,9 +326,10 @@ async def test_message_text_is_logged_when_the_operator_opts_in(
     world: World, log_lines: io.StringIO
 ) -> None:
     gw = world.gateway
-    gw.settings = dataclasses.replace(
+    settings = dataclasses.replace(
         gw.settings, logging=dataclasses.replace(gw.settings.logging, log_message_text=True)
     )
+    gw.install(dataclasses.replace(gw.routing, settings=settings))  # as a reload would
     conv, msg = await world.dm("usr_zebra", "hi")
     await world.delivered(CHAT_CHANNEL, msg)
     assert (await world.cxone.agent_reply(CHAT_CHANNEL, conv, "opted-in text")).status == 200

@@ -25,6 +25,7 @@ from gateway.keys import GATEWAY
 from gateway.logs import text_for_log
 from gateway.mapping import CompiledMapping, OutboundContext, OutboundPlan, PlatformResponse
 from gateway.media import ReplyUploads
+from gateway.routing import Routing
 from gateway.runtime import Gateway
 from gateway.settings import IntegrationSettings, LoggingSettings
 from gateway.tls import require_peer
@@ -50,6 +51,7 @@ def add_routes(app: web.Application) -> None:
 async def token_endpoint(request: web.Request) -> web.Response:
     """Issue a bearer token (OAuth2 client credentials; JSON, form or Basic auth)."""
     gw = request.app[GATEWAY]
+    issuer = gw.routing.issuer
     listener = gw.settings.cxone_listener
     source = str(client_ip(request, listener.trusted_proxies) or request.remote or "?")
     delay = gw.throttle.penalty(source)
@@ -57,14 +59,14 @@ async def token_endpoint(request: web.Request) -> web.Response:
         await asyncio.sleep(delay)  # slow down guessing; bounded (see FailureThrottle)
     raw = await _read(request, 16_384)
     try:
-        _, client_id, secret = gw.issuer.parse_request(
+        _, client_id, secret = issuer.parse_request(
             request.content_type, raw, request.headers.get("Authorization")
         )
-        integ = gw.issuer.integration_of(client_id)
+        integ = issuer.integration_of(client_id)
         if integ is not None and integ.mtls:
             # before the secret is looked at: without the certificate, no guessing either
             _require_certificate(request)
-        grant = gw.issuer.issue(client_id, secret)
+        grant = issuer.issue(client_id, secret)
     except RequestError as exc:
         gw.throttle.failed(source)
         gw.metrics.tokens_issued.labels("refused").inc()
@@ -94,29 +96,32 @@ async def token_endpoint(request: web.Request) -> web.Response:
 
 async def legacy_reply(request: web.Request) -> web.Response:
     """POST 1.0/posts/{postId}/messages -> {"idOnExternalPlatform"}."""
-    integ = _authenticate(request)
+    routing = request.app[GATEWAY].routing  # one snapshot for the whole request
+    integ = _authenticate(request, routing)
     body = await _json_body(request)
     post_id = request.match_info["postId"]
     channel_id = await _legacy_channel(request, integ, body, post_id)
-    result = await _reply(request, integ, "legacy", channel_id, {"postId": post_id}, body)
+    result = await _reply(request, routing, integ, "legacy", channel_id, {"postId": post_id}, body)
     return web.Response(body=jsonutil.dumps(result), content_type="application/json")
 
 
 async def outbound_reply(request: web.Request) -> web.Response:
     """POST 2.0/channel/{channelId}/outbound -> {message, thread, endUserIdentities, recipients}."""
-    integ = _authenticate(request)
+    routing = request.app[GATEWAY].routing  # one snapshot for the whole request
+    integ = _authenticate(request, routing)
     body = await _json_body(request)
     channel_id = request.match_info["channelId"]
-    result = await _reply(request, integ, "outbound", channel_id, {"channelId": channel_id}, body)
+    params = {"channelId": channel_id}
+    result = await _reply(request, routing, integ, "outbound", channel_id, params, body)
     return web.Response(body=jsonutil.dumps(result), content_type="application/json")
 
 
 async def sender_action(request: web.Request) -> web.Response:
     """POST 1.0/channel/{channelId}/thread/{threadId}/sender-action -> 204."""
-    integ = _authenticate(request)
-    body = await _json_body(request)
     gw = request.app[GATEWAY]
-    routing = gw.routing
+    routing = gw.routing  # one snapshot for the whole request
+    integ = _authenticate(request, routing)
+    body = await _json_body(request)
     channel_id = request.match_info["channelId"]
     mapping, role = _resolve(routing, integ, channel_id)
     params = dict(request.match_info)
@@ -146,8 +151,8 @@ async def sender_action(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def _authenticate(request: web.Request) -> IntegrationSettings:
-    integ = request.app[GATEWAY].issuer.verify(request.headers.get("Authorization"))
+def _authenticate(request: web.Request, routing: Routing) -> IntegrationSettings:
+    integ = routing.issuer.verify(request.headers.get("Authorization"))
     if integ.mtls:
         _require_certificate(request)
     return integ
@@ -235,6 +240,7 @@ def _dig(body: Any, *keys: str) -> Any:
 
 async def _reply(
     request: web.Request,
+    routing: Routing,
     integ: IntegrationSettings,
     endpoint: Literal["legacy", "outbound"],
     channel_id: str,
@@ -242,7 +248,6 @@ async def _reply(
     body: dict[str, Any],
 ) -> dict[str, Any]:
     gw = request.app[GATEWAY]
-    routing = gw.routing  # one snapshot for the whole request
     mapping, role = _resolve(routing, integ, channel_id)
     cxone_thread = threads.thread_of(body) or params.get("postId")
     routed_body, routed_params = body, params
