@@ -346,6 +346,25 @@ def start(
     return Child(name, proc, log)
 
 
+@dataclass(frozen=True)
+class Sinks:
+    """The running sinks: CXone at `cxone_url`, the Watering Hole API at `platform_api`."""
+
+    child: Child
+    cxone_url: str
+    platform_api: str
+
+
+def start_sinks(log_dir: Path, cpus: set[int] | None) -> Sinks:
+    """Start the instant-answer sinks on free ports and wait until they answer."""
+    cx, pl = free_port(), free_port()
+    cmd = [sys.executable, "-m", "bench.sinks", "--cxone-port", str(cx), "--platform-port", str(pl)]
+    child = start("sinks", cmd, log_dir, cpus=cpus)
+    sinks = Sinks(child, f"http://127.0.0.1:{cx}", f"http://127.0.0.1:{pl}/v1")
+    wait_http(sinks.cxone_url + "/_bench/health", child)
+    return sinks
+
+
 def wait_http(url: str, child: Child | None = None, timeout: float = 30.0) -> None:
     """Poll `url` until it answers 2xx (the child must stay alive meanwhile)."""
     deadline = time.monotonic() + timeout

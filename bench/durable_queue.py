@@ -40,6 +40,7 @@ from bench.common import (
     pin,
     settle,
     start,
+    start_sinks,
     wait_http,
     write_gateway_yaml,
 )
@@ -89,25 +90,10 @@ def one(store: str, batch: int, args: argparse.Namespace, out: Path) -> dict[str
     admin = {"Authorization": f"Bearer {SECRETS.admin_token}"}
     name = f"{store}-b{batch}"
     with children() as started:
-        cx, pl = free_port(), free_port()
-        started.append(
-            start(
-                "sinks",
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.sinks",
-                    "--cxone-port",
-                    str(cx),
-                    "--platform-port",
-                    str(pl),
-                ],
-                out,
-                cpus=load,
-            )
-        )
-        sinks = f"http://127.0.0.1:{cx}"
-        wait_http(sinks + "/_bench/health", started[-1])
+        started_sinks = start_sinks(out, load)
+        started.append(started_sinks.child)
+        sinks = started_sinks.cxone_url
+        pl_api = started_sinks.platform_api
         pp, cp = free_port(), free_port()
         directory = out / name
         shutil.rmtree(directory, ignore_errors=True)
@@ -127,7 +113,7 @@ def one(store: str, batch: int, args: argparse.Namespace, out: Path) -> dict[str
             f"gateway-{name}",
             gateway_command(config, args.loop),
             out,
-            env=bench_env(f"http://127.0.0.1:{pl}/v1", sinks),
+            env=bench_env(pl_api, sinks),
             cpus=sut,
         )
         started.append(gateway)

@@ -50,6 +50,7 @@ from bench.common import (
     percentiles,
     settle,
     start,
+    start_sinks,
     wait_http,
     wait_quiet,
     write_gateway_yaml,
@@ -97,15 +98,11 @@ class Bench:
     # -- processes ---------------------------------------------------------------------
 
     def start_sinks(self, started: list[Child]) -> None:
-        cx, pl = free_port(), free_port()
-        cmd = [sys.executable, "-m", "bench.sinks", "--cxone-port", str(cx)]
-        started.append(
-            start("sinks", [*cmd, "--platform-port", str(pl)], self.out, cpus=self.load_cpus)
-        )
-        self.load_pids.append(started[-1].pid)
-        self.sinks_url = f"http://127.0.0.1:{cx}"
-        self.platform_api = f"http://127.0.0.1:{pl}/v1"
-        wait_http(self.sinks_url + "/_bench/health", started[-1])
+        sinks = start_sinks(self.out, self.load_cpus)
+        started.append(sinks.child)
+        self.load_pids.append(sinks.child.pid)
+        self.sinks_url = sinks.cxone_url
+        self.platform_api = sinks.platform_api
 
     def start_system(self, system: System, rep: int, started: list[Child]) -> None:
         pp, cp = free_port(), free_port()

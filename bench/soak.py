@@ -33,6 +33,7 @@ from bench.common import (
     machine,
     memory,
     start,
+    start_sinks,
     wait_http,
     write_gateway_yaml,
 )
@@ -63,25 +64,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sut, load = cpu_sets(args.pin)
     samples: list[dict[str, Any]] = []
     with children() as started:
-        cx, pl = free_port(), free_port()
-        started.append(
-            start(
-                "sinks",
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.sinks",
-                    "--cxone-port",
-                    str(cx),
-                    "--platform-port",
-                    str(pl),
-                ],
-                out,
-                cpus=load,
-            )
-        )
-        sinks = f"http://127.0.0.1:{cx}"
-        wait_http(sinks + "/_bench/health", started[-1])
+        started_sinks = start_sinks(out, load)
+        started.append(started_sinks.child)
+        sinks = started_sinks.cxone_url
+        pl_api = started_sinks.platform_api
         pp, cp = free_port(), free_port()
         config = write_gateway_yaml(
             out / "gateway",
@@ -94,7 +80,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "gateway",
             gateway_command(config, args.loop),
             out,
-            env=bench_env(f"http://127.0.0.1:{pl}/v1", sinks),
+            env=bench_env(pl_api, sinks),
             cpus=sut,
         )
         started.append(gateway)
