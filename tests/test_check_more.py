@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +11,11 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
+from tests.test_cli_check import ENV, check
+
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = ("mapping.schema.json", "gateway.schema.json")
 MODELINE = re.compile(r"^# yaml-language-server: \$schema=(\S+)$")
-ENV = {
-    "WATERING_HOLE_API": "https://api.wateringhole.example/v1",
-    "WATERING_HOLE_TOKEN": "token-for-check",
-    "WH_SECRET": "secret-for-check",
-    "WH_VERIFY_TOKEN": "verify-for-check",
-}
 
 
 def schema(name: str) -> dict[str, Any]:
@@ -86,19 +79,6 @@ def test_an_editor_sees_a_typo_the_schema_refuses() -> None:
 
 
 # ----------------------------------------------------------------------- exit codes
-
-
-def check(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k not in ENV}
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "check", *args],
-        cwd=ROOT,
-        env={**base, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_exit_codes_are_0_ok_1_problems_2_usage(tmp_path: Path) -> None:
