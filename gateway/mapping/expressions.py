@@ -332,6 +332,15 @@ def _check_functions(node: Any, source: str) -> None:
 _NEVER = Expr("`null`", jmespath.compile("`null`"), "")
 
 
+def optional_expr(
+    spec: Mapping[str, Any], key: str, where: str, report: Callable[[str, str, str], None]
+) -> Expr | None:
+    """Compile `spec[key]` (reported at `where/key`) when the key is there, else None."""
+    if key not in spec:
+        return None
+    return compile_or_report(spec[key], f"{where}/{key}", report)
+
+
 def compile_or_report(source: str, pointer: str, report: Callable[[str, str, str], None]) -> Expr:
     """Compile, or report the problem at `pointer` and return an expression giving null."""
     try:

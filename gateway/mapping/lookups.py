@@ -18,7 +18,7 @@ from typing import Any
 
 from gateway import jsonutil
 from gateway.errors import MappingRuntimeError, UpstreamError, UpstreamUnavailable
-from gateway.mapping.expressions import Expr, ExpressionError, compile_or_report
+from gateway.mapping.expressions import Expr, ExpressionError, compile_or_report, optional_expr
 from gateway.mapping.loader import Problems
 from gateway.mapping.model import InboundIO, LookupOutcome, PlatformResponse, PlatformSpec
 from gateway.mapping.request import RequestTemplate, compile_request
@@ -90,12 +90,11 @@ def compile_lookups(
                     f"fall back only for: {', '.join(spec['result'])}",
                 )
         cache = spec.get("cache")
+        error = spec.get("error", {})
         lookups.append(
             Lookup(
                 name=name,
-                when=compile_or_report(spec["when"], f"{at}/when", problems.add)
-                if "when" in spec
-                else None,
+                when=optional_expr(spec, "when", at, problems.add),
                 request=compile_request(
                     {"method": "GET", **spec["request"]}, f"{at}/request", problems
                 ),
@@ -106,22 +105,10 @@ def compile_lookups(
                 if cache
                 else None,
                 cache_ttl=float(cache["ttl"]) if cache else 0.0,
-                success=compile_or_report(spec["success"], f"{at}/success", problems.add)
-                if "success" in spec
-                else None,
-                retryable=compile_or_report(spec["retryable"], f"{at}/retryable", problems.add)
-                if "retryable" in spec
-                else None,
-                error_code=compile_or_report(
-                    spec["error"]["code"], f"{at}/error/code", problems.add
-                )
-                if "code" in spec.get("error", {})
-                else None,
-                error_message=compile_or_report(
-                    spec["error"]["message"], f"{at}/error/message", problems.add
-                )
-                if "message" in spec.get("error", {})
-                else None,
+                success=optional_expr(spec, "success", at, problems.add),
+                retryable=optional_expr(spec, "retryable", at, problems.add),
+                error_code=optional_expr(error, "code", f"{at}/error", problems.add),
+                error_message=optional_expr(error, "message", f"{at}/error", problems.add),
                 result=tuple(result),
                 fallback=compile_template(
                     fallback, f"{at}/fallback", problems.add, label=f"lookups.{name}.fallback"

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from gateway.mapping.defaults import CxoneDefaults
-from gateway.mapping.expressions import Expr, compile_or_report
+from gateway.mapping.expressions import Expr, compile_or_report, optional_expr
 from gateway.mapping.inbound import InboundRoute
 from gateway.mapping.loader import Problems
 from gateway.mapping.lookups import compile_lookups
@@ -71,11 +71,7 @@ def compile_inbound(
     routes = []
     for index, spec in enumerate(tree):
         where = f"/inbound/{index}"
-        when = (
-            compile_or_report(spec["when"], f"{where}/when", problems.add)
-            if "when" in spec
-            else None
-        )
+        when = optional_expr(spec, "when", where, problems.add)
         extract = _extract(spec.get("extract"), f"{where}/extract", problems, _INBOUND_RESERVED)
         if spec.get("ignore"):
             for key in ("lookups", "state"):
@@ -150,11 +146,7 @@ def compile_outbound(
     routes = []
     for index, spec in enumerate(tree):
         where = f"/outbound/{index}"
-        when = (
-            compile_or_report(spec["when"], f"{where}/when", problems.add)
-            if "when" in spec
-            else None
-        )
+        when = optional_expr(spec, "when", where, problems.add)
         limits = None
         if "limits" in spec:
             raw = spec["limits"]
@@ -177,12 +169,8 @@ def compile_outbound(
                 request=compile_request(spec["request"], f"{where}/request", problems),
                 limits=limits,
                 result=_extract(spec.get("result"), f"{where}/result", problems, frozenset()),
-                success=compile_or_report(spec["success"], f"{where}/success", problems.add)
-                if "success" in spec
-                else None,
-                retryable=compile_or_report(spec["retryable"], f"{where}/retryable", problems.add)
-                if "retryable" in spec
-                else None,
+                success=optional_expr(spec, "success", where, problems.add),
+                retryable=optional_expr(spec, "retryable", where, problems.add),
                 responses=responses,
                 require_state=tuple(spec.get("require_state") or ()),
                 upload=compile_upload(spec["upload"], f"{where}/upload", problems)

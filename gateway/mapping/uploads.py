@@ -17,7 +17,7 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from gateway.errors import MappingRuntimeError, UnprocessableEntity, UpstreamRejected
-from gateway.mapping.expressions import Expr, ExpressionError, compile_or_report
+from gateway.mapping.expressions import Expr, ExpressionError, compile_or_report, optional_expr
 from gateway.mapping.loader import Problems
 from gateway.mapping.model import (
     AttachmentLimits,
@@ -110,9 +110,7 @@ def compile_upload(spec: Mapping[str, Any], where: str, problems: Problems) -> U
             (name, compile_or_report(source, f"{where}/result/{name}", problems.add))
             for name, source in (spec.get("result") or {}).items()
         ),
-        success=compile_or_report(spec["success"], f"{where}/success", problems.add)
-        if "success" in spec
-        else None,
+        success=optional_expr(spec, "success", where, problems.add),
         max_bytes=spec.get("max_bytes"),
         timeout=float(spec.get("timeout", DEFAULT_TIMEOUT)),
     )
