@@ -99,6 +99,22 @@ def build_routing(
                 )
             bindings[ch.id] = (integ, ch)
             channel_ids[(ch.mapping, ch.role)] = ch.id
+    lease = settings.delivery.lease_seconds
+    for m in mappings.values():
+        for route, budget in m.lookup_budgets.items():
+            # a job is leased while its lookups run: a lease that ran out mid-way would let
+            # another worker deliver the same message again
+            if budget + settings.cxone.timeouts.total >= lease:
+                problems.append(
+                    Problem(
+                        m.source,
+                        f"/inbound/{m.inbound_routes.index(route)}/lookups",
+                        f"the route's lookups may take {budget:g} s, which with the CXone call"
+                        f" ({settings.cxone.timeouts.total:g} s) does not fit in"
+                        f" delivery.lease_seconds ({lease:g} s)",
+                        "lower the lookups' timeouts or raise delivery.lease_seconds",
+                    )
+                )
     verifiers: dict[str, Verifier] = {}
     by_path: dict[str, CompiledMapping] = {}
     for m in mappings.values():

@@ -164,6 +164,15 @@ class CompiledMapping:
         return self._parts.outbound.error_for(response)
 
     @property
+    def lookup_budgets(self) -> dict[str, float]:
+        """Per inbound route with lookups: the seconds its lookups may take at most."""
+        return {
+            r.name: sum(lookup.timeout for lookup in r.lookups)
+            for r in self._parts.inbound.routes
+            if r.lookups
+        }
+
+    @property
     def inbound_routes(self) -> tuple[str, ...]:
         """Names of the inbound routes, in order."""
         return tuple(r.name for r in self._parts.inbound.routes)
