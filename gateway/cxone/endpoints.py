@@ -18,7 +18,7 @@ from aiohttp import web
 
 from gateway import jsonutil, thread_state
 from gateway.cxone import threads
-from gateway.delivery.worker import THREAD_CHANNEL_NS
+from gateway.delivery.worker import remember_thread_channel, thread_channel
 from gateway.edge import check_json_depth, client_ip, read_body_limited
 from gateway.errors import BadRequest, GatewayError, NotFound, RequestError
 from gateway.keys import GATEWAY
@@ -206,9 +206,9 @@ async def _legacy_channel(
     gw = request.app[GATEWAY]
     thread_id = _dig(body, "thread", "idOnExternalPlatform") or post_id
     for ch in integ.channels:
-        known = await gw.store.kv_get(THREAD_CHANNEL_NS, f"{ch.mapping}\x1f{thread_id}")
+        known = await thread_channel(gw.store, ch.mapping, thread_id)
         if known is not None:
-            return known.decode()
+            return known
     if len(integ.channels) == 1:
         return integ.channels[0].id
     # an unknown thread is a proactive message, which only a channel with an outbound
@@ -325,9 +325,7 @@ async def _reply(
         await gw.store.kv_set(REPLY_NS, fingerprint, jsonutil.dumps(result), window)
     thread_id = plan.fields.get("thread_id")
     if isinstance(thread_id, str):
-        await gw.store.kv_set(
-            THREAD_CHANNEL_NS, f"{mapping.name}\x1f{thread_id}", channel_id.encode(), 30 * 86400.0
-        )
+        await remember_thread_channel(gw.store, mapping.name, thread_id, channel_id)
         platform_thread = _platform_thread(mapping, plan, responses, result)
         if platform_thread is not None and platform_thread != thread_id:
             # a proactive message opened a conversation: later replies and the user's

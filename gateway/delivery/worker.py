@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from gateway import lookups, thread_state
 from gateway.cxone import threads as thread_alias
 from gateway.delivery.jobs import InboundJob, thread_key
-from gateway.delivery.store import Job
+from gateway.delivery.store import Job, Store
 from gateway.errors import (
     GatewayError,
     MappingRuntimeError,
@@ -39,6 +39,21 @@ log = logging.getLogger("gateway.delivery")
 CONTACTS_NS = "contact"
 THREAD_CHANNEL_NS = "thread-channel"
 _CONTACT_TTL = 30 * 86400.0
+
+
+async def remember_thread_channel(
+    store: Store, mapping: str, thread_id: str, channel_id: str
+) -> None:
+    """Record which CXone channel a thread is on (the legacy reply endpoint names none)."""
+    await store.kv_set(
+        THREAD_CHANNEL_NS, f"{mapping}\x1f{thread_id}", channel_id.encode(), _CONTACT_TTL
+    )
+
+
+async def thread_channel(store: Store, mapping: str, thread_id: str) -> str | None:
+    """The CXone channel a thread was last seen on, if any."""
+    known = await store.kv_get(THREAD_CHANNEL_NS, f"{mapping}\x1f{thread_id}")
+    return known.decode() if known is not None else None
 
 
 class Workers:
@@ -197,12 +212,7 @@ class Workers:
             contact_id = _contact_id(result.body)
             if contact_id is not None:
                 await gw.store.kv_set(CONTACTS_NS, tkey, contact_id.encode(), _CONTACT_TTL)
-            await gw.store.kv_set(
-                THREAD_CHANNEL_NS,
-                f"{mapping.name}\x1f{call.thread_id}",
-                channel_id.encode(),
-                _CONTACT_TTL,
-            )
+            await remember_thread_channel(gw.store, mapping.name, call.thread_id, channel_id)
         if not await gw.store.complete(job, owner):
             # our lease ran out during the call and another worker took the job: it will
             # be sent again (CXone drops the repeat by idOnExternalPlatform)
