@@ -89,3 +89,13 @@ def test_gateway_yaml_is_checked_too(tmp_path: Path) -> None:
     assert (
         "unknown key 'mapping_dir'" in done.stdout and "did you mean 'mappings_dir'" in done.stdout
     )
+
+
+def test_a_duplicate_key_in_gateway_yaml_is_refused_with_its_line(tmp_path: Path) -> None:
+    text = (ROOT / "gateway.yaml").read_text()
+    bad = tmp_path / "gateway.yaml"
+    bad.write_text(text + "\ndata_dir: elsewhere\n")  # YAML alone would keep the last one
+    done = check("--no-secrets", "mappings/", "--config", str(bad))
+    assert done.returncode == 1
+    line = len(text.splitlines()) + 2
+    assert f"gateway.yaml:{line} at /data_dir: the key 'data_dir' appears twice" in done.stdout

@@ -40,16 +40,23 @@ def _validator() -> jsonschema.Draft202012Validator:
 
 def validate(tree: Any, problems: Problems) -> bool:
     """Record one problem per schema violation; return True when the tree is valid."""
+    return validate_with(_validator(), tree, problems, "start with `name: my-platform`")
+
+
+def validate_with(
+    validator: jsonschema.Draft202012Validator, tree: Any, problems: Problems, start: str
+) -> bool:
+    """Validate any operator file against `validator`, in the same words (`start`: top fix)."""
     if not isinstance(tree, dict):
         problems.add(
             "",
             f"the file must be a mapping (key: value) at the top, not {type_name(tree)}",
-            "start with `name: my-platform`",
+            start,
         )
         return False
     before = len(problems.items)
     seen: set[tuple[str, str]] = set()
-    for error in sorted(_validator().iter_errors(tree), key=lambda e: list(map(str, e.path))):
+    for error in sorted(validator.iter_errors(tree), key=lambda e: list(map(str, e.path))):
         for where, reason, fix in _describe(error):
             if (where, reason) not in seen:
                 seen.add((where, reason))
