@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 import ssl
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -41,6 +40,7 @@ from gateway.delivery.worker import Workers
 from gateway.edge import edge_middlewares
 from gateway.http import make_session
 from gateway.http_errors import error_middleware
+from gateway.ids import unique_id
 from gateway.keys import GATEWAY, LISTENER
 from gateway.logs import request_id
 from gateway.media import MediaClient
@@ -70,7 +70,7 @@ def _request_context(
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         incoming = request.headers.get("X-Request-Id", "")
-        rid = incoming if _RID.match(incoming) else uuid.uuid4().hex[:16]
+        rid = incoming if _RID.match(incoming) else unique_id(16)
         token = request_id.set(rid)
         status = 500
         try:

@@ -388,6 +388,27 @@ async def test_kv_ttl_add_delete_and_namespaces(store: Store, clock: FakeClock) 
     assert await store.kv_get("ns2", "k") == b"other"
 
 
+async def test_kv_refresh_leaves_out_recent_identical_writes(
+    make_store: MakeStore, clock: FakeClock
+) -> None:
+    a, b = await make_store(), await make_store()
+    await a.kv_refresh("ns", "k", b"v", 100)
+    assert await b.kv_get("ns", "k") == b"v"
+    await b.kv_set("ns", "k", b"theirs", 100)  # another instance (or a plain kv_set)
+    clock.advance(9)
+    await a.kv_refresh("ns", "k", b"v", 100)  # same value within ttl/10: left out
+    assert await b.kv_get("ns", "k") == b"theirs"
+    await a.kv_refresh("ns", "k", b"new", 100)  # a different value is written at once
+    assert await b.kv_get("ns", "k") == b"new"
+    clock.advance(10)
+    await a.kv_refresh("ns", "k", b"new", 100)  # ttl/10 passed: written again, ttl renewed
+    clock.advance(95)
+    assert await b.kv_get("ns", "k") == b"new"
+    await a.kv_refresh("ns", "k", b"new", 100, every=1000)  # an explicit `every`
+    clock.advance(6)
+    assert await b.kv_get("ns", "k") is None  # 101 s after the last write
+
+
 async def test_lock_is_mutually_exclusive_across_instances(make_store: MakeStore) -> None:
     a, b = await make_store(), await make_store()
     async with a.lock("refresh", 30) as got:
@@ -448,3 +469,17 @@ def test_open_store_builds_each_backend(tmp_path: Path) -> None:
     assert "pw" not in rs.where
     with pytest.raises(StoreError, match=r"store\.url"):
         open_store(StoreSettings(backend="redis"))
+
+
+def test_job_ids_are_unique_hex_and_differ_per_process() -> None:
+    from gateway import ids
+    from gateway.delivery.store import new_job_id
+
+    made = {new_job_id() for _ in range(10_000)}
+    assert len(made) == 10_000
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in made)
+    prefix = next(iter(made))[:16]
+    ids._forget()  # what a forked child does first
+    assert new_job_id()[:16] != prefix
+    short = ids.unique_id(16)
+    assert len(short) == 16 and int(short, 16) >= 0

@@ -1,9 +1,11 @@
-"""SqliteStore specifics: the file, reopening, purging, query plans."""
+"""SqliteStore specifics: the file, reopening, purging, query plans, group commit."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,3 +110,93 @@ async def test_two_stores_on_one_file_share_the_queue(tmp_path: Path) -> None:
         assert await b.complete(job, "wb")
         [nxt] = await a.claim("wa", 5, 30)
         assert nxt.payload == b"2"
+
+
+# -- group commit ---------------------------------------------------------------------
+
+
+def _batches(store: SqliteStore) -> list[int]:
+    """Record the size of every batch the store's thread runs."""
+    sizes: list[int] = []
+    execute = store._execute
+
+    def counting(ops: list[Any]) -> list[tuple[bool, Any]]:
+        sizes.append(len(ops))
+        return execute(ops)
+
+    store._execute = counting  # type: ignore[method-assign]
+    return sizes
+
+
+async def test_concurrent_operations_share_one_transaction(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "g.db", clock=FakeClock())
+    await store.open()
+    try:
+        sizes = _batches(store)
+        await asyncio.gather(*(store.kv_set("ns", str(i), b"v", None) for i in range(50)))
+        assert sum(sizes) == 50 and len(sizes) < 50  # batched, none lost
+        assert max(sizes) > 1
+        sizes.clear()
+        await store.kv_set("ns", "alone", b"v", None)  # alone it is its own batch
+        assert sizes == [1]
+        values = await asyncio.gather(*(store.kv_get("ns", str(i)) for i in range(50)))
+        assert values == [b"v"] * 50
+    finally:
+        await store.close()
+    reopened = SqliteStore(tmp_path / "g.db", clock=FakeClock())
+    await reopened.open()
+    try:
+        assert await reopened.kv_get("ns", "49") == b"v"  # committed, on disk
+    finally:
+        await reopened.close()
+
+
+async def test_a_failing_operation_leaves_its_batch_mates_written(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "g.db", clock=FakeClock())
+    await store.open()
+    try:
+        sizes = _batches(store)
+
+        def half_then_fail(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO kv (ns, key, value) VALUES ('ns', 'half', x'00')")
+            conn.execute("INSERT INTO nowhere VALUES (1)")  # no such table
+
+        def python_bug(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO kv (ns, key, value) VALUES ('ns', 'bug', x'00')")
+            raise KeyError("bug")
+
+        outcomes = await asyncio.gather(
+            store.kv_set("ns", "before", b"1", None),
+            store._write("broken op", half_then_fail),
+            store._write("buggy op", python_bug),
+            store.kv_set("ns", "after", b"2", None),
+            return_exceptions=True,
+        )
+        assert max(sizes) == 4
+        assert outcomes[0] is None and outcomes[3] is None
+        assert isinstance(outcomes[1], StoreError)
+        assert "broken op failed" in str(outcomes[1]) and "nowhere" in str(outcomes[1])
+        assert isinstance(outcomes[2], KeyError)  # not a store failure: passed on as it is
+        assert await store.kv_get("ns", "before") == b"1"
+        assert await store.kv_get("ns", "after") == b"2"
+        assert await store.kv_get("ns", "half") is None  # its own writes rolled back
+        assert await store.kv_get("ns", "bug") is None
+    finally:
+        await store.close()
+
+
+async def test_close_finishes_queued_operations(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "g.db", clock=FakeClock())
+    await store.open()
+    writes = [asyncio.ensure_future(store.kv_set("ns", str(i), b"v", None)) for i in range(20)]
+    await asyncio.sleep(0)  # the writes are queued
+    await store.close()
+    assert all(w.done() and w.exception() is None for w in writes)
+    with pytest.raises(StoreError, match="not open"):
+        await store.kv_get("ns", "0")
+    reopened = SqliteStore(tmp_path / "g.db", clock=FakeClock())
+    await reopened.open()
+    try:
+        assert await reopened.kv_get("ns", "19") == b"v"
+    finally:
+        await reopened.close()

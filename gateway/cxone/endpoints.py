@@ -275,15 +275,17 @@ async def _reply(
     fingerprint = hashlib.sha256(
         channel_id.encode() + b"\x00" + endpoint.encode() + b"\x00" + jsonutil.dumps(body)
     ).hexdigest()
-    cached = await gw.store.kv_get(REPLY_NS, fingerprint)
-    if cached is not None:
-        gw.metrics.duplicates.labels(mapping.name).inc()
-        result: dict[str, Any] = jsonutil.loads(cached)
-        return result
     window = routing.settings.outbound.idempotency_window
     key = f"{fingerprint[:40]}.{int(time.time() * 1000)}"
+    # Take the idempotency key first: only a repeat (key already taken) can have a stored
+    # answer, so a first reply costs one store write and no read.
     if not await gw.store.kv_add(REPLY_KEY_NS, fingerprint, key.encode(), window or None):
-        existing = await gw.store.kv_get(REPLY_KEY_NS, fingerprint)
+        cached = await gw.store.kv_get(REPLY_NS, fingerprint)
+        if cached is not None:
+            gw.metrics.duplicates.labels(mapping.name).inc()
+            result: dict[str, Any] = jsonutil.loads(cached)
+            return result
+        existing = await gw.store.kv_get(REPLY_KEY_NS, fingerprint)  # a repeat of a failure
         key = existing.decode() if existing else key
     header = mapping.platform.idempotency_header
     responses: list[PlatformResponse] = []

@@ -23,6 +23,8 @@ import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -101,37 +103,93 @@ class SqliteStore(Store):
         self._conn: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._last_purge = float("-inf")
+        self._pending: list[_Op] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     # -- plumbing ----------------------------------------------------------------------
 
     async def _run(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn(conn)` on the store's thread; wrap every sqlite error."""
-        self._check_open()
-        conn, executor = self._conn, self._executor
-        assert conn is not None and executor is not None
-
-        def call() -> T:
-            try:
-                return fn(conn)
-            except sqlite3.Error as exc:
-                raise StoreError(f"sqlite store {self.path}: {what} failed: {exc}") from exc
-
-        return await asyncio.get_running_loop().run_in_executor(executor, call)
+        """Run the read `fn(conn)` on the store's thread; wrap every sqlite error."""
+        return await self._submit(what, fn, write=False)
 
     async def _write(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn(conn)` inside one IMMEDIATE transaction (rolled back on error)."""
+        """Run `fn(conn)` atomically: committed when this returns, rolled back on error."""
+        return await self._submit(what, fn, write=True)
 
-        def tx(conn: sqlite3.Connection) -> T:
+    async def _submit(self, what: str, fn: Callable[[sqlite3.Connection], T], write: bool) -> T:
+        """Queue one operation for the next batch (group commit) and wait for its outcome.
+
+        Operations submitted while a batch runs on the store's thread form the next batch:
+        one thread hop and one transaction for all of them, each inside its own savepoint
+        so that one failing operation leaves the others' writes intact. Under load this
+        turns N hops and N commits into one; alone, an operation costs what it did.
+        """
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._pending.append(_Op(what, fn, write, future))
+        if self._flusher is None:
+            self._flusher = loop.create_task(self._flush(), name="sqlite-store-flush")
+        return await future
+
+    async def _flush(self) -> None:
+        """Run the pending operations batch after batch until none are left."""
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                ops, self._pending = self._pending, []
+                try:
+                    outcomes = await loop.run_in_executor(self._executor, self._execute, ops)
+                except BaseException as exc:  # the executor is gone (closing, interpreter exit)
+                    message = f"sqlite store {self.path}: not available: {exc!r}"
+                    outcomes = [(False, StoreError(message)) for _ in ops]
+                    if not isinstance(exc, Exception):
+                        _settle(ops, outcomes)
+                        raise
+                _settle(ops, outcomes)
+        finally:
+            self._flusher = None
+
+    def _execute(self, ops: list[_Op]) -> list[tuple[bool, Any]]:
+        """On the store's thread: run one batch, writes in one IMMEDIATE transaction."""
+        conn = self._conn
+        if conn is None:
+            return [(False, StoreError(f"sqlite store {self.path} is closed")) for _ in ops]
+        if not any(op.write for op in ops):  # reads need no write lock
+            return [self._call(conn, op) for op in ops]
+        isolate = len(ops) > 1
+        outcomes: list[tuple[bool, Any]] = []
+        try:
             conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-            except BaseException:
+            for op in ops:
+                if isolate:
+                    conn.execute("SAVEPOINT op")
+                outcome = self._call(conn, op)
+                if not conn.in_transaction:  # an error that ended the whole transaction
+                    raise outcome[1]
+                if isolate:
+                    if not outcome[0]:
+                        conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                outcomes.append(outcome)
+            if isolate or outcomes[0][0]:
+                conn.commit()
+            else:
                 conn.rollback()
-                raise
-            conn.commit()
-            return result
+        except Exception as exc:  # BEGIN, a savepoint or COMMIT failed: nothing was written
+            with suppress(sqlite3.Error):
+                if conn.in_transaction:
+                    conn.rollback()
+            what = "+".join(sorted({op.what for op in ops}))
+            message = str(_wrap(exc, self.path, what))
+            return [(False, StoreError(message)) for _ in ops]
+        return outcomes
 
-        return await self._run(what, tx)
+    def _call(self, conn: sqlite3.Connection, op: _Op) -> tuple[bool, Any]:
+        try:
+            return True, op.fn(conn)
+        except Exception as exc:
+            return False, _wrap(exc, self.path, op.what)
 
     async def open(self) -> None:
         if self._opened:
@@ -169,8 +227,11 @@ class SqliteStore(Store):
     async def close(self) -> None:
         if not self._opened:
             return
+        self._opened = False  # no new operations; the queued ones finish first
+        if self._flusher is not None:
+            with suppress(Exception):
+                await asyncio.shield(self._flusher)
         conn, executor = self._conn, self._executor
-        self._opened = False
         self._conn = self._executor = None
         assert conn is not None and executor is not None
         try:
@@ -422,6 +483,35 @@ class SqliteStore(Store):
             "unlock",
             lambda c: c.execute("DELETE FROM locks WHERE name = ? AND token = ?", (name, token)),
         )
+
+
+@dataclass(slots=True)
+class _Op:
+    """One queued store operation and the future its caller awaits."""
+
+    what: str
+    fn: Callable[[sqlite3.Connection], Any]
+    write: bool
+    future: asyncio.Future[Any]
+
+
+def _settle(ops: list[_Op], outcomes: list[tuple[bool, Any]]) -> None:
+    for op, (ok, value) in zip(ops, outcomes, strict=True):
+        if op.future.done():  # its caller was cancelled
+            continue
+        if ok:
+            op.future.set_result(value)
+        else:
+            op.future.set_exception(value)
+
+
+def _wrap(exc: Exception, path: Path, what: str) -> Exception:
+    """sqlite errors become StoreError naming the file and the operation; others pass."""
+    if isinstance(exc, sqlite3.Error):
+        error = StoreError(f"sqlite store {path}: {what} failed: {exc}")
+        error.__cause__ = exc
+        return error
+    return exc
 
 
 def _insert_job(

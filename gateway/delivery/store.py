@@ -32,7 +32,6 @@ import abc
 import asyncio
 import logging
 import secrets
-import uuid
 from collections.abc import Generator, Sequence
 from contextlib import AbstractAsyncContextManager, suppress
 from dataclasses import dataclass, field
@@ -41,11 +40,14 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.clock import Clock, system_clock
 from gateway.errors import StoreError
+from gateway.ids import unique_id
 
 if TYPE_CHECKING:
     from gateway.settings import StoreSettings
 
 log = logging.getLogger("gateway.delivery.store")
+
+REFRESH_MEMO_SIZE = 50_000  # records kv_refresh remembers (about 10 MB at most)
 
 __all__ = ["DeadLetter", "Job", "LockHandle", "NewJob", "Store", "open_store"]
 
@@ -83,8 +85,8 @@ class DeadLetter:
 
 
 def new_job_id() -> str:
-    """Return a fresh job id (32 hex characters)."""
-    return uuid.uuid4().hex
+    """Return a fresh job id (32 hex characters, unique across processes and instances)."""
+    return unique_id(32)
 
 
 class Store(abc.ABC):
@@ -97,6 +99,7 @@ class Store(abc.ABC):
         self._work = asyncio.Event()
         self._released = asyncio.Event()
         self._opened = False
+        self._refreshed: dict[tuple[str, str], tuple[bytes, float]] = {}  # kv_refresh
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -205,6 +208,29 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def kv_delete(self, ns: str, key: str) -> None:
         """Delete a value (absent is fine)."""
+
+    async def kv_refresh(
+        self, ns: str, key: str, value: bytes, ttl: float, every: float | None = None
+    ) -> None:
+        """`kv_set` for records confirmed again and again (a thread's channel, its contact).
+
+        The write is left out when this store object wrote the same value less than
+        `every` seconds (default: a tenth of `ttl`) ago, so the record still lives at
+        least `ttl - every` seconds past its last confirmation. Another instance that
+        writes a different value meanwhile is overwritten again only when this one
+        sees a different value or `every` has passed.
+        """
+        now = self._clock()
+        slot = (ns, key)
+        memo = self._refreshed
+        last = memo.get(slot)
+        if last is not None and last[0] == value and now - last[1] < (every or ttl / 10):
+            return
+        await self.kv_set(ns, key, value, ttl)
+        memo.pop(slot, None)  # re-insert: the dict stays ordered oldest first
+        memo[slot] = (value, now)
+        if len(memo) > REFRESH_MEMO_SIZE:
+            del memo[next(iter(memo))]
 
     # -- locks -----------------------------------------------------------------------
 

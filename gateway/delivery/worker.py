@@ -45,7 +45,7 @@ async def remember_thread_channel(
     store: Store, mapping: str, thread_id: str, channel_id: str
 ) -> None:
     """Record which CXone channel a thread is on (the legacy reply endpoint names none)."""
-    await store.kv_set(
+    await store.kv_refresh(
         THREAD_CHANNEL_NS, f"{mapping}\x1f{thread_id}", channel_id.encode(), _CONTACT_TTL
     )
 
@@ -211,7 +211,7 @@ class Workers:
         if call.action == "create_message":
             contact_id = _contact_id(result.body)
             if contact_id is not None:
-                await gw.store.kv_set(CONTACTS_NS, tkey, contact_id.encode(), _CONTACT_TTL)
+                await gw.store.kv_refresh(CONTACTS_NS, tkey, contact_id.encode(), _CONTACT_TTL)
             await remember_thread_channel(gw.store, mapping.name, call.thread_id, channel_id)
         if not await gw.store.complete(job, owner):
             # our lease ran out during the call and another worker took the job: it will
