@@ -151,31 +151,22 @@ class SqliteStore(Store):
             self._flusher = None
 
     def _execute(self, ops: list[_Op]) -> list[tuple[bool, Any]]:
-        """On the store's thread: run one batch, writes in one IMMEDIATE transaction."""
+        """On the store's thread: run one batch, writes in one IMMEDIATE transaction.
+
+        The batch first runs plainly; only when one of several operations fails is it
+        rolled back and run again with a savepoint around each operation, so that the
+        failure takes back that operation's writes alone (failures are rare; savepoints
+        would cost two more statements per operation every time).
+        """
         conn = self._conn
         if conn is None:
             return [(False, StoreError(f"sqlite store {self.path} is closed")) for _ in ops]
         if not any(op.write for op in ops):  # reads need no write lock
             return [self._call(conn, op) for op in ops]
-        isolate = len(ops) > 1
-        outcomes: list[tuple[bool, Any]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for op in ops:
-                if isolate:
-                    conn.execute("SAVEPOINT op")
-                outcome = self._call(conn, op)
-                if not conn.in_transaction:  # an error that ended the whole transaction
-                    raise outcome[1]
-                if isolate:
-                    if not outcome[0]:
-                        conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                outcomes.append(outcome)
-            if isolate or outcomes[0][0]:
-                conn.commit()
-            else:
-                conn.rollback()
+            outcomes = self._transaction(conn, ops, isolate=False)
+            if outcomes is None:
+                outcomes = self._transaction(conn, ops, isolate=True)
         except Exception as exc:  # BEGIN, a savepoint or COMMIT failed: nothing was written
             with suppress(sqlite3.Error):
                 if conn.in_transaction:
@@ -183,6 +174,30 @@ class SqliteStore(Store):
             what = "+".join(sorted({op.what for op in ops}))
             message = str(_wrap(exc, self.path, what))
             return [(False, StoreError(message)) for _ in ops]
+        assert outcomes is not None
+        return outcomes
+
+    def _transaction(
+        self, conn: sqlite3.Connection, ops: list[_Op], isolate: bool
+    ) -> list[tuple[bool, Any]] | None:
+        """Run `ops` in one transaction; None when one of several failed and not `isolate`."""
+        outcomes: list[tuple[bool, Any]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        for op in ops:
+            if isolate:
+                conn.execute("SAVEPOINT op")
+            outcome = self._call(conn, op)
+            if not conn.in_transaction:  # an error that ended the whole transaction
+                raise outcome[1]
+            if isolate:
+                if not outcome[0]:
+                    conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+            elif not outcome[0]:
+                conn.rollback()
+                return None if len(ops) > 1 else [outcome]
+            outcomes.append(outcome)
+        conn.commit()
         return outcomes
 
     def _call(self, conn: sqlite3.Connection, op: _Op) -> tuple[bool, Any]:
