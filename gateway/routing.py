@@ -16,7 +16,7 @@ from typing import Any
 from gateway.clock import Clock, system_clock
 from gateway.cxone.tokens import TokenIssuer
 from gateway.errors import ConfigError, MappingError, Problem
-from gateway.mapping import CompiledMapping, load_mapping_dir, run_inline_tests
+from gateway.mapping import CompiledMapping, TestFailure, load_mapping_dir, run_inline_tests
 from gateway.platform.signatures import Verifier, compile_verifier
 from gateway.settings import ChannelBinding, IntegrationSettings, Settings, load_settings
 
@@ -154,11 +154,19 @@ def load_routing(
         fresh = load_settings(Path(settings.source), env=settings.env)
         # Listeners and the store cannot change without a restart; keep the running ones.
         settings = _keep_restart_only(settings, fresh)
-    mappings = load_mapping_dir(settings.mappings_dir, env=settings.env, previous=previous)
     # Fail closed: a mapping whose own inline tests fail is never put in service (one
-    # reused unchanged from the running configuration has passed them already).
-    running = {id(m) for m in (previous or {}).values()}
-    failures = [f for m in mappings.values() if id(m) not in running for f in run_inline_tests(m)]
+    # reused unchanged from the running configuration has passed them already). Once they
+    # pass, the YAML tree and the tests are dropped (CompiledMapping.for_serving).
+    failures: list[TestFailure] = []
+
+    def tested(mapping: CompiledMapping) -> CompiledMapping:
+        found = run_inline_tests(mapping)
+        failures.extend(found)
+        return mapping if found else mapping.for_serving()
+
+    mappings = load_mapping_dir(
+        settings.mappings_dir, env=settings.env, previous=previous, each=tested
+    )
     if failures:
         raise MappingError(
             [

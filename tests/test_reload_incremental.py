@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from gateway.sandbox.wiring import REPO_MAPPINGS
 from tests.harness import start_world
 
@@ -31,3 +33,33 @@ async def test_unchanged_mappings_are_reused_and_changed_ones_recompiled(tmp_pat
         result = await world.gateway.reload()
         assert not result.ok
         assert world.gateway.routing.mappings["watering-hole"] is second
+
+
+async def test_a_serving_gateway_keeps_only_what_serving_needs(tmp_path: Path) -> None:
+    mappings = tmp_path / "mappings"
+    mappings.mkdir()
+    shutil.copy(REPO_MAPPINGS / "watering-hole.yaml", mappings / "watering-hole.yaml")
+    async with start_world(tmp_path / "world", mappings_dir=mappings) as world:
+        serving = world.gateway.routing.mappings["watering-hole"]
+        assert serving.tests == () and not serving._tree  # the tests ran at load
+        assert serving.lines.line("/name") == 5  # duplicate names are still located
+        with pytest.raises(RuntimeError, match="no test twin"):
+            serving.test_twin()
+        # a changed copy under another name is compiled, tested and kept the same way
+        text = (mappings / "watering-hole.yaml").read_text()
+        text = text.replace("name: watering-hole\n", "name: watering-hole-2\n", 1)
+        text = text.replace("path: /webhooks/watering-hole", "path: /webhooks/wh2")
+        text = text.replace("watering-hole:evt_", "watering-hole-2:evt_")  # tests' dedupe keys
+        (mappings / "copy.yaml").write_text(text)
+        result = await world.gateway.reload()
+        assert result.ok, result
+        assert world.gateway.routing.mappings["watering-hole-2"].tests == ()
+        # a copy whose own inline test fails is refused, with its place
+        broken = text.replace("name: watering-hole-2\n", "name: watering-hole-3\n", 1)
+        broken = broken.replace("path: /webhooks/wh2", "path: /webhooks/wh3")
+        # (its tests still expect dedupe keys under the old name)
+        (mappings / "broken.yaml").write_text(broken)
+        result = await world.gateway.reload()
+        assert not result.ok
+        assert "inline test" in str(result) and "broken.yaml" in str(result)
+        assert "watering-hole-3" not in world.gateway.routing.mappings

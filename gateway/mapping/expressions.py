@@ -225,6 +225,9 @@ def _function_names(node: Any) -> Iterator[str]:
             yield from _function_names(child)
 
 
+_NONE: frozenset[str] = frozenset()  # shared by the many expressions that call no function
+
+
 class Expr:
     """One compiled JMESPath expression."""
 
@@ -235,7 +238,7 @@ class Expr:
         self.where = where
         self._ast = parsed.parsed
         self._keys = _field_path(self._ast)
-        self.functions: frozenset[str] = frozenset(_function_names(self._ast))
+        self.functions: frozenset[str] = frozenset(_function_names(self._ast)) or _NONE
 
     def search(self, data: Any) -> Any:
         """Evaluate against `data`; raise ExpressionError with a readable reason."""
