@@ -12,7 +12,10 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 import pytest
 from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
 
+from gateway import jsonutil
 from gateway.edge import (
     check_json_depth,
     client_ip,
@@ -275,6 +278,30 @@ def test_bad_cidr_fails_at_start() -> None:
 
 
 # --- JSON depth and server knobs ----------------------------------------------------------
+
+
+_json = st.recursive(
+    st.none() | st.integers() | st.text(alphabet='{[]}a\\"', max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=40,
+)
+
+
+@given(_json, st.integers(min_value=0, max_value=12))
+def test_check_json_depth_with_the_raw_text_decides_the_same(value: object, limit: int) -> None:
+    """Counting brackets in the raw text first never lets a too-deep body through."""
+    raw = jsonutil.dumps(value)
+
+    def verdict(raw: bytes | None = None) -> bool:
+        try:
+            check_json_depth(value, limit, raw)
+        except BadRequest:
+            return False
+        return True
+
+    assert verdict(raw) == verdict()
 
 
 def test_check_json_depth() -> None:

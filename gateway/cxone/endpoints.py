@@ -177,7 +177,7 @@ async def _json_body(request: web.Request) -> Any:
     body = jsonutil.loads(raw)
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object", code="invalid_json")
-    check_json_depth(body)
+    check_json_depth(body, raw=raw)
     return body
 
 

@@ -127,6 +127,8 @@ class Webhook:
         self, method: str, query: Mapping[str, str], headers: Mapping[str, str], body: Any | None
     ) -> HandshakeReply | None:
         """Answer a subscription handshake, or return None when this is not one."""
+        if not any(hs.method == method.upper() for hs in self.handshakes):
+            return None  # nearly every request: spare building the scope
         lowered = {k.lower(): v for k, v in headers.items()}
         scope = {"method": method.upper(), "query": dict(query), "headers": lowered, "body": body}
         for hs in self.handshakes:

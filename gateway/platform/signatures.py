@@ -105,6 +105,11 @@ class Verifier:
     public_keys: tuple[Ed25519PublicKey, ...] = field(default=(), repr=False)
     clock: Clock = field(default=system_clock, repr=False)
 
+    @property
+    def signs_url(self) -> bool:
+        """Whether the signed message covers the URL (callers then work out `url`)."""
+        return self.header is not None and "url" in self.signing.payload
+
     def verify(
         self,
         raw_body: bytes,

@@ -68,9 +68,12 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
         limit = min(limit, mapping.webhook.max_body_bytes)
     raw = await read_body_limited(request, limit)
     # verify the raw bytes before parsing anything (form schemes parse the raw form themselves)
-    routing.verifiers[mapping.name].verify(raw, headers, public_url(request, mapping), None)
+    verifier = routing.verifiers[mapping.name]
+    url = public_url(request, mapping) if verifier.signs_url else ""
+    verifier.verify(raw, headers, url, None)
     payload = mapping.parse_body(raw, request.headers.get("Content-Type"))
-    check_json_depth(payload)
+    # a form is two levels deep at most; JSON came from `raw` itself
+    check_json_depth(payload, raw=raw)
     reply = mapping.handshake("POST", query, headers, payload)
     if reply is not None:
         return _reply(reply)
