@@ -256,3 +256,31 @@ async def test_a_cxone_timeout_is_retried_and_the_repeat_is_a_known_duplicate(
     # CXone processed the timed-out request too: the repeat has the same
     # idOnExternalPlatform, which is what CXone's own dedupe relies on
     assert all(m.duplicate == (n > 0) for n, m in enumerate(cxone.messages))
+
+
+async def test_a_job_handed_over_at_intake_is_delivered_unless_it_waited_half_its_lease(
+    hands_on: World, clock: FakeClock
+) -> None:
+    world = hands_on
+    workers = world.gateway.workers
+    assert workers is not None
+    lease = world.gateway.settings.delivery.lease_seconds
+    _, fresh_id = await world.dm("usr_zebra", "handed over")
+    _, stale_id = await world.dm("usr_lion", "waited too long")
+    fresh, stale = sorted(
+        await world.gateway.store.claim(workers.direct_owner, 10, lease),
+        key=lambda j: j.payload.find(b"waited too long"),
+    )
+    workers.offer(fresh)
+    await workers._run(PROBE)  # stopped workers still deliver what was handed over
+    assert [m.message_id for m in world.cxone.messages] == [fresh_id]
+    assert await world.gateway.store.depth() == 1
+
+    clock.advance(lease / 2)
+    workers.offer(stale)
+    await workers._run(PROBE)  # too old: left alone, its lease runs out
+    assert [m.message_id for m in world.cxone.messages] == [fresh_id]
+    assert await _claim(world) == []
+    clock.advance(lease / 2)
+    await _attempt(world)  # claimed like any job whose owner went away
+    assert [m.message_id for m in world.cxone.messages] == [fresh_id, stale_id]

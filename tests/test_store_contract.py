@@ -388,6 +388,44 @@ async def test_kv_ttl_add_delete_and_namespaces(store: Store, clock: FakeClock) 
     assert await store.kv_get("ns2", "k") == b"other"
 
 
+async def test_enqueue_and_claim_leases_the_heads_of_idle_threads(
+    make_store: MakeStore, backend: str, clock: FakeClock
+) -> None:
+    a, b = await make_store(), await make_store()
+    await a.enqueue(jobs(("busy", "b1")), TTL)
+    results = await a.enqueue_and_claim(
+        jobs(("busy", "b2"), ("idle", "i1", "k1"), ("idle", "i2"), ("new", "n1", "k1")),
+        TTL,
+        "intake",
+        LEASE,
+    )
+    assert results[0] is True  # behind b1: left for claim
+    assert results[2] is True  # behind i1
+    assert results[3] is False  # a duplicate dedupe key
+    head = results[1]
+    if backend == "redis":  # leases nothing: the job is queued as by enqueue
+        assert head is True
+        return
+    assert isinstance(head, Job) and head.payload == b"i1" and head.attempts == 0
+    # nobody else gets the leased head; the other thread's head is claimable
+    (b1,) = await b.claim("other", 10, LEASE)
+    assert b1.payload == b"b1"
+    assert await b.depth() == 4
+    assert await a.complete(head, "intake")
+    (i2,) = await b.claim("other", 10, LEASE)
+    assert i2.payload == b"i2"
+    assert await b.complete(b1, "other") and await b.complete(i2, "other")
+    (b2,) = await b.claim("other", 10, LEASE)
+    assert await b.complete(b2, "other")
+    # a handed-over job whose owner died is claimed once its lease runs out
+    (lost,) = await a.enqueue_and_claim(jobs(("third", "t1")), TTL, "intake", LEASE)
+    assert isinstance(lost, Job)
+    assert await b.claim("other", 10, LEASE) == []
+    clock.advance(LEASE)
+    assert [j.payload for j in await b.claim("other", 10, LEASE)] == [b"t1"]
+    assert not await a.complete(lost, "intake")  # the lease moved on
+
+
 async def test_kv_refresh_leaves_out_recent_identical_writes(
     make_store: MakeStore, clock: FakeClock
 ) -> None:

@@ -59,17 +59,34 @@ class MemoryStore(Store):
 
     # -- queue -----------------------------------------------------------------------
 
-    def _push(self, rec: _Rec, now: float) -> None:
+    def _push(self, rec: _Rec, now: float, lease: tuple[str, float] | None = None) -> bool:
+        """Append to the thread; True when `lease` was given and the thread was empty."""
         thread = self._threads.get(rec.thread_key)
         if thread is None:
-            self._threads[rec.thread_key] = _Thread(deque([rec]), now, self._next())
+            thread = _Thread(deque([rec]), now, self._next())
+            self._threads[rec.thread_key] = thread
+            if lease is not None:
+                thread.owner, thread.leased_id = lease[0], rec.id
+                thread.ready_at = now + lease[1]
+                return True
         else:
             thread.jobs.append(rec)
+        return False
 
     async def enqueue(self, jobs: Sequence[NewJob], dedupe_ttl: float) -> list[bool]:
+        return [r is not False for r in self._enqueue(jobs, dedupe_ttl, None)]
+
+    async def enqueue_and_claim(
+        self, jobs: Sequence[NewJob], dedupe_ttl: float, owner: str, lease: float
+    ) -> list[bool | Job]:
+        return self._enqueue(jobs, dedupe_ttl, (owner, lease))
+
+    def _enqueue(
+        self, jobs: Sequence[NewJob], dedupe_ttl: float, lease: tuple[str, float] | None
+    ) -> list[bool | Job]:
         self._check_open()
         now = self._clock()
-        results: list[bool] = []
+        results: list[bool | Job] = []
         for job in jobs:
             if job.dedupe_key is not None:
                 expires = self._dedupe.get(job.dedupe_key)
@@ -77,13 +94,16 @@ class MemoryStore(Store):
                     results.append(False)
                     continue
                 self._dedupe[job.dedupe_key] = now + dedupe_ttl
-            self._push(_Rec(new_job_id(), job.thread_key, job.payload, now), now)
-            results.append(True)
+            rec = _Rec(new_job_id(), job.thread_key, job.payload, now)
+            if self._push(rec, now, lease):
+                results.append(Job(rec.id, rec.thread_key, rec.payload, 0, now))
+            else:
+                results.append(True)
         if now - self._last_purge >= 60.0:
             self._last_purge = now
             self._dedupe = {k: v for k, v in self._dedupe.items() if v > now}
-        if any(results):
-            self._notify_work()
+        if any(r is True for r in results):
+            self.notify_work()
         return results
 
     async def claim(self, owner: str, limit: int, lease: float) -> list[Job]:
@@ -113,7 +133,7 @@ class MemoryStore(Store):
         if thread.jobs:
             thread.ready_at, thread.order = now, self._next()
             thread.owner = thread.leased_id = None
-            self._notify_work()
+            self.notify_work()
         else:
             del self._threads[key]
         return rec
@@ -167,7 +187,7 @@ class MemoryStore(Store):
             return False
         dead, now = item[1], self._clock()
         self._push(_Rec(dead.id, dead.thread_key, dead.payload, now), now)
-        self._notify_work()
+        self.notify_work()
         return True
 
     async def drop_dead(self, id: str) -> bool:

@@ -288,7 +288,7 @@ class RedisStore(Store):
             ]
         results = [bool(r) for r in await self._script("enqueue", args)]
         if any(results):
-            self._notify_work()
+            self.notify_work()
         return results
 
     async def claim(self, owner: str, limit: int, lease: float) -> list[Job]:
@@ -306,7 +306,7 @@ class RedisStore(Store):
         if result == 0:
             log.warning("%s ignored: %s no longer holds the lease on job %s", mode, owner, job.id)
         elif result == 2:
-            self._notify_work()
+            self.notify_work()
         return result > 0
 
     async def complete(self, job: Job, owner: str) -> bool:
@@ -346,7 +346,7 @@ class RedisStore(Store):
         self._check_open()
         done = bool(await self._script("replay", [self.base, id, _num(self._clock())]))
         if done:
-            self._notify_work()
+            self.notify_work()
         return done
 
     async def drop_dead(self, id: str) -> bool:

@@ -276,14 +276,24 @@ class SqliteStore(Store):
     # -- queue -------------------------------------------------------------------------
 
     async def enqueue(self, jobs: Sequence[NewJob], dedupe_ttl: float) -> list[bool]:
+        return [r is not False for r in await self._enqueue(jobs, dedupe_ttl, None)]
+
+    async def enqueue_and_claim(
+        self, jobs: Sequence[NewJob], dedupe_ttl: float, owner: str, lease: float
+    ) -> list[bool | Job]:
+        return await self._enqueue(jobs, dedupe_ttl, (owner, lease))
+
+    async def _enqueue(
+        self, jobs: Sequence[NewJob], dedupe_ttl: float, lease: tuple[str, float] | None
+    ) -> list[bool | Job]:
         if not jobs:
             self._check_open()
             return []
 
-        def tx(conn: sqlite3.Connection) -> list[bool]:
+        def tx(conn: sqlite3.Connection) -> list[bool | Job]:
             now = self._clock()
             self._maybe_purge(conn, now)
-            results: list[bool] = []
+            results: list[bool | Job] = []
             for job in jobs:
                 if job.dedupe_key is not None:
                     cur = conn.execute(
@@ -295,13 +305,16 @@ class SqliteStore(Store):
                     if cur.rowcount != 1:
                         results.append(False)
                         continue
-                _insert_job(conn, new_job_id(), job.thread_key, job.payload, now)
-                results.append(True)
+                id = new_job_id()
+                if _insert_job(conn, id, job.thread_key, job.payload, now, lease):
+                    results.append(Job(id, job.thread_key, job.payload, 0, now))
+                else:
+                    results.append(True)
             return results
 
         results = await self._write("enqueue", tx)
-        if any(results):
-            self._notify_work()
+        if any(r is True for r in results):
+            self.notify_work()
         return results
 
     async def claim(self, owner: str, limit: int, lease: float) -> list[Job]:
@@ -359,7 +372,7 @@ class SqliteStore(Store):
 
         done, more = await self._write("complete", tx)
         if more:
-            self._notify_work()
+            self.notify_work()
         return done
 
     async def retry_later(
@@ -398,7 +411,7 @@ class SqliteStore(Store):
 
         done, more = await self._write("dead_letter", tx)
         if more:
-            self._notify_work()
+            self.notify_work()
         return done
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
@@ -424,7 +437,7 @@ class SqliteStore(Store):
 
         done = await self._write("replay_dead", tx)
         if done:
-            self._notify_work()
+            self.notify_work()
         return done
 
     async def drop_dead(self, id: str) -> bool:
@@ -530,17 +543,32 @@ def _wrap(exc: Exception, path: Path, what: str) -> Exception:
 
 
 def _insert_job(
-    conn: sqlite3.Connection, id: str, thread_key: str, payload: bytes, now: float
-) -> None:
+    conn: sqlite3.Connection,
+    id: str,
+    thread_key: str,
+    payload: bytes,
+    now: float,
+    lease: tuple[str, float] | None = None,
+) -> bool:
+    """Append a job to its thread; True when `lease` was given and the job got it."""
     conn.execute(
         "INSERT INTO jobs (id, thread_key, payload, enqueued_at) VALUES (?, ?, ?, ?)",
         (id, thread_key, payload, now),
     )
-    conn.execute(
-        "INSERT INTO threads (thread_key, ready_at) VALUES (?, ?)"
+    if lease is None:
+        conn.execute(
+            "INSERT INTO threads (thread_key, ready_at) VALUES (?, ?)"
+            " ON CONFLICT (thread_key) DO NOTHING",
+            (thread_key, now),
+        )
+        return False
+    # a new thread row means the thread was empty: this job is its head, leased at once
+    cur = conn.execute(
+        "INSERT INTO threads (thread_key, ready_at, owner, leased_id) VALUES (?, ?, ?, ?)"
         " ON CONFLICT (thread_key) DO NOTHING",
-        (thread_key, now),
+        (thread_key, now + lease[1], lease[0], id),
     )
+    return cur.rowcount == 1
 
 
 def _append(log_json: bytes | str, record: bytes) -> bytes:

@@ -137,6 +137,18 @@ class Store(abc.ABC):
     async def enqueue(self, jobs: Sequence[NewJob], dedupe_ttl: float) -> list[bool]:
         """Store every job whose dedupe key is unseen (or None); False for duplicates."""
 
+    async def enqueue_and_claim(
+        self, jobs: Sequence[NewJob], dedupe_ttl: float, owner: str, lease: float
+    ) -> list[bool | Job]:
+        """`enqueue`, leasing to `owner` every new job that found its thread empty.
+
+        Such a job is its thread's head and nobody else has it, so a worker of this
+        process can deliver it at once, without a `claim` round trip. Per job: False
+        (a duplicate), True (queued behind its thread, for `claim`), or the leased Job.
+        Backends that cannot do it in the same transaction lease nothing.
+        """
+        return list(await self.enqueue(jobs, dedupe_ttl))
+
     @abc.abstractmethod
     async def claim(self, owner: str, limit: int, lease: float) -> list[Job]:
         """Lease up to `limit` claimable thread heads to `owner` for `lease` seconds."""
@@ -188,7 +200,8 @@ class Store(abc.ABC):
                 return
         self._work.clear()
 
-    def _notify_work(self) -> None:
+    def notify_work(self) -> None:
+        """Wake this process's workers waiting in `wait_for_work`."""
         self._work.set()
 
     # -- key-value -------------------------------------------------------------------

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -65,11 +66,31 @@ class Workers:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._policy = RetryPolicy(gateway.settings.delivery.retry)
+        self._direct: deque[tuple[Job, InboundJob | None]] = deque()
+        self._running = False
         self.delivered = 0
 
     @property
     def owner(self) -> str:
         return self._owner
+
+    @property
+    def direct_owner(self) -> str:
+        """The lease owner of jobs handed over at intake (`offer`)."""
+        return f"{self._owner}-direct"
+
+    def can_take(self) -> bool:
+        """Whether intake may lease new jobs to this process and `offer` them.
+
+        Bounded so that an offered job waits for a free worker far less than its lease:
+        one that waited half of it is left to expire and be claimed (see `_take`).
+        """
+        return self._running and len(self._direct) < 2 * len(self._tasks)
+
+    def offer(self, job: Job, record: InboundJob | None = None) -> None:
+        """Hand over a job leased to `direct_owner` at intake (no claim, no decoding)."""
+        self._direct.append((job, record))
+        self._gw.store.notify_work()
 
     def start(self) -> None:
         settings = self._gw.settings
@@ -81,6 +102,7 @@ class Workers:
                 settings.cxone.timeouts.total,
             )
         n = settings.delivery.workers
+        self._running = True
         for i in range(n):
             self._tasks.append(
                 asyncio.create_task(self._run(f"{self._owner}-{i}"), name=f"worker-{i}")
@@ -89,6 +111,7 @@ class Workers:
     async def stop(self) -> None:
         """Finish the jobs in hand, then stop (unfinished leases expire for other instances)."""
         self._stopping.set()
+        self._running = False  # intake stops handing over; what was handed over is delivered
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
@@ -97,7 +120,14 @@ class Workers:
     async def _run(self, owner: str) -> None:
         store = self._gw.store
         settings = self._gw.settings.delivery
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() or self._direct:
+            if self._direct:
+                job, record = self._direct.popleft()
+                if self._gw.clock() - job.enqueued_at < settings.lease_seconds / 2:
+                    await self._deliver(job, self.direct_owner, record)
+                else:  # waited too long: let the lease expire and the job be claimed
+                    log.warning("job %s waited too long for a worker; left to the queue", job.id)
+                continue
             try:
                 jobs = await store.claim(owner, 1, settings.lease_seconds)
             except GatewayError as exc:
@@ -112,29 +142,36 @@ class Workers:
                     f.cancel()
                 continue
             for job in jobs:
-                try:
-                    await self.process(job, owner)
-                except GatewayError as exc:  # e.g. the store went away mid-job
-                    # the job stays leased; when the lease runs out it is tried again
-                    log.warning("job %s left for a later attempt: %s", job.id, exc)
-                except Exception:  # never let one job kill the worker
-                    log.exception("worker failed on job %s", job.id)
+                await self._deliver(job, owner)
+
+    async def _deliver(self, job: Job, owner: str, record: InboundJob | None = None) -> None:
+        try:
+            await self.process(job, owner, record)
+        except GatewayError as exc:  # e.g. the store went away mid-job
+            # the job stays leased; when the lease runs out it is tried again
+            log.warning("job %s left for a later attempt: %s", job.id, exc)
+        except Exception:  # never let one job kill the worker
+            log.exception("worker failed on job %s", job.id)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    async def process(self, job: Job, owner: str) -> None:
-        """Deliver one job and record the outcome in the store."""
+    async def process(self, job: Job, owner: str, record: InboundJob | None = None) -> None:
+        """Deliver one job and record the outcome in the store.
+
+        `record`: the job's payload already decoded (a job handed over at intake).
+        """
         gw = self._gw
         started = time.monotonic()
-        try:
-            record = InboundJob.decode(job.payload)
-        except Exception:
-            await gw.store.dead_letter(
-                job, owner, "undecodable job payload", _attempt(gw, "decode")
-            )
-            return
+        if record is None:
+            try:
+                record = InboundJob.decode(job.payload)
+            except Exception:
+                await gw.store.dead_letter(
+                    job, owner, "undecodable job payload", _attempt(gw, "decode")
+                )
+                return
         routing = gw.routing
         mapping = routing.mappings.get(record.mapping)
         if mapping is None:

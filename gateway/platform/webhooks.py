@@ -15,7 +15,7 @@ from aiohttp import web
 
 from gateway import jsonutil
 from gateway.delivery.jobs import InboundJob, thread_key
-from gateway.delivery.store import NewJob
+from gateway.delivery.store import Job, NewJob
 from gateway.edge import check_json_depth, forwarded_origin, read_body_limited
 from gateway.errors import MappingRuntimeError, NotFound, StoreError
 from gateway.http_errors import json_error
@@ -103,6 +103,7 @@ async def _accept(
     items = mapping.split(payload, headers=headers, query=query)
     now = gw.clock()
     jobs: list[NewJob] = []
+    records: list[InboundJob] = []
     labels: list[tuple[str, str]] = []
     ignored = 0
     for item in items:
@@ -121,6 +122,7 @@ async def _accept(
                     dedupe,
                 )
             )
+            records.append(record)
             labels.append(("", "(mapping error)"))
             continue
         if isinstance(routed, Ignored):
@@ -137,10 +139,23 @@ async def _accept(
                 routed.dedupe_key,
             )
         )
+        records.append(record)
         labels.append((routed.channel, routed.route))
     if not jobs:
         return 0, 0, ignored
-    fresh = await gw.store.enqueue(jobs, gw.settings.store.dedupe_ttl)
+    ttl = gw.settings.store.dedupe_ttl
+    workers = gw.workers
+    if workers is not None and workers.can_take():
+        # a job that starts an idle thread is leased to this process in the same
+        # transaction and handed to a worker as it is: no claim, no decoding
+        lease = gw.settings.delivery.lease_seconds
+        results = await gw.store.enqueue_and_claim(jobs, ttl, workers.direct_owner, lease)
+        for result, record in zip(results, records, strict=True):
+            if isinstance(result, Job):
+                workers.offer(result, record)
+        fresh = [r is not False for r in results]
+    else:
+        fresh = await gw.store.enqueue(jobs, ttl)
     accepted = sum(1 for f in fresh if f)
     duplicates = len(fresh) - accepted
     if duplicates:
