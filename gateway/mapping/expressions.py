@@ -22,6 +22,7 @@ import jmespath.visitor
 from gateway import jsonutil
 from gateway.errors import BadRequest
 from gateway.mapping import bridging, values
+from gateway.mapping.expr_closures import compile_ast
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -231,13 +232,14 @@ _NONE: frozenset[str] = frozenset()  # shared by the many expressions that call 
 class Expr:
     """One compiled JMESPath expression."""
 
-    __slots__ = ("_ast", "_keys", "functions", "source", "where")
+    __slots__ = ("_ast", "_keys", "_run", "functions", "source", "where")
 
     def __init__(self, source: str, parsed: Any, where: str) -> None:
         self.source = source
         self.where = where
         self._ast = parsed.parsed
         self._keys = _field_path(self._ast)
+        self._run = compile_ast(self._ast, _OPTIONS.custom_functions, _INTERPRETER)
         self.functions: frozenset[str] = frozenset(_function_names(self._ast)) or _NONE
 
     def search(self, data: Any) -> Any:
@@ -249,7 +251,7 @@ class Expr:
                 data = data.get(key)
             return data
         try:
-            return _INTERPRETER.visit(self._ast, data)
+            return self._run(data)
         except jmespath.exceptions.JMESPathTypeError as exc:
             raise ExpressionError(
                 f"`{self.source}`: {exc.function_name}() cannot take "

@@ -1,0 +1,154 @@
+"""Compiled closures compute exactly what jmespath's interpreter computes.
+
+Every expression of the shipped mappings (the Watering Hole and the fictional platforms
+of tests/fixtures) runs on every object and array of those mappings' own test inputs,
+and a list covering each node type runs on generated JSON; results, and failures, must
+be the same as `TreeInterpreter.visit` on the same AST.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jmespath
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.mapping import load_mapping
+from gateway.mapping.expressions import _INTERPRETER, Expr, compile_expr
+from gateway.sandbox.wiring import REPO_MAPPINGS
+
+FIXTURES = Path(__file__).parent / "fixtures" / "platforms"
+MAPPING_FILES = sorted(REPO_MAPPINGS.glob("*.yaml")) + sorted(FIXTURES.glob("*.yaml"))
+
+EVERY_NODE_TYPE = [
+    "a",
+    "a.b.c",
+    "@",
+    "a[0]",
+    "a[-1]",
+    "a[1:3]",
+    "a[::-1]",
+    "a[*].b",
+    "a[].b",
+    "a[]",
+    "*.b",
+    "a.*",
+    "a[?b == `1`].c",
+    "a[?b != 'x']",
+    "a[?b > `0`]",
+    "a[?b <= `1.5`].b",
+    "a[?b < c]",
+    "a[?!b]",
+    "a[?b && c]",
+    "a || b",
+    "a && b",
+    "!a",
+    "!`0`",
+    "a == `0`",
+    "a == `false`",
+    "`1` == `true`",
+    "a == b",
+    "a >= b",
+    "[a, b]",
+    "{x: a, y: b.c}",
+    "a | [0]",
+    "a[*].[b, c]",
+    "length(a)",
+    "keys(@)",
+    "sort_by(a, &b)",
+    "max_by(a, &b)",
+    "join(', ', a)",
+    "to_string(a)",
+    "not_null(a, b, 'd')",
+    "contains(a, 'x')",
+    "type(a)",
+    'a.b[0].c || `"fallback"`',
+    '`[1, 2, {"k": null}]`',
+    "a[?contains(@, 'x')]",
+]
+
+
+def _outcome(run: Any, data: Any) -> tuple[str, Any]:
+    try:
+        return "value", run(data)
+    except Exception as exc:  # the same failure, of the same kind
+        return "error", type(exc).__name__
+
+
+def _same(expr: Expr, data: Any) -> None:
+    expected = _outcome(lambda d: _INTERPRETER.visit(expr._ast, d), data)
+    assert _outcome(expr._run, data) == expected, (expr.source, data)
+
+
+def _subvalues(value: Any) -> Iterator[Any]:
+    yield value
+    if isinstance(value, dict):
+        for child in value.values():
+            yield from _subvalues(child)
+    elif isinstance(value, list):
+        for child in value:
+            yield from _subvalues(child)
+
+
+def _expressions_of(path: Path) -> tuple[list[Expr], list[Any]]:
+    before = {id(o) for o in gc.get_objects() if isinstance(o, Expr)}
+    mapping = load_mapping(path, env=None, check_secrets=False)
+    exprs = [
+        o
+        for o in gc.get_objects()
+        if isinstance(o, Expr)
+        and id(o) not in before
+        and not any(f.startswith("now") for f in o.functions)  # the clock moves between runs
+    ]
+    inputs = [t for test in mapping.tests for t in _subvalues(dict(test))]
+    return exprs, inputs
+
+
+@pytest.mark.parametrize("path", MAPPING_FILES, ids=lambda p: p.stem)
+def test_every_shipped_expression_agrees_with_the_interpreter(path: Path) -> None:
+    exprs, inputs = _expressions_of(path)
+    assert exprs and inputs
+    for expr in exprs:
+        for data in inputs:
+            _same(expr, data)
+
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-2, 3)
+    | st.floats(allow_nan=False, allow_infinity=False, width=16)
+    | st.sampled_from(["", "x", "ax", "d"]),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), inner, max_size=4)
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json)
+def test_every_node_type_agrees_with_the_interpreter_on_generated_json(data: Any) -> None:
+    for source in EVERY_NODE_TYPE:
+        _same(compile_expr(source, "/x"), data)
+
+
+def test_the_node_list_covers_every_node_type_jmespath_has() -> None:
+    seen: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict) and "type" in node:
+            seen.add(node["type"])
+            for child in node.get("children", []):
+                walk(child)
+
+    for source in EVERY_NODE_TYPE:
+        walk(jmespath.compile(source).parsed)
+    interpreted = {n[len("visit_") :] for n in dir(_INTERPRETER) if n.startswith("visit_")}
+    assert interpreted <= seen, interpreted - seen
