@@ -67,6 +67,8 @@ class Workers:
         self._stopping = asyncio.Event()
         self._policy = RetryPolicy(gateway.settings.delivery.retry)
         self._direct: deque[tuple[Job, InboundJob | None]] = deque()
+        self._idle: deque[asyncio.Future[None]] = deque()  # one per waiting worker
+        self._dispatcher: asyncio.Task[None] | None = None
         self._running = False
         self.delivered = 0
 
@@ -83,14 +85,14 @@ class Workers:
         """Whether intake may lease new jobs to this process and `offer` them.
 
         Bounded so that an offered job waits for a free worker far less than its lease:
-        one that waited half of it is left to expire and be claimed (see `_take`).
+        one that waited half of it is left to expire and be claimed (see `_run`).
         """
         return self._running and len(self._direct) < 2 * len(self._tasks)
 
     def offer(self, job: Job, record: InboundJob | None = None) -> None:
         """Hand over a job leased to `direct_owner` at intake (no claim, no decoding)."""
         self._direct.append((job, record))
-        self._gw.store.notify_work()
+        self._wake_one()
 
     def start(self) -> None:
         settings = self._gw.settings
@@ -107,11 +109,19 @@ class Workers:
             self._tasks.append(
                 asyncio.create_task(self._run(f"{self._owner}-{i}"), name=f"worker-{i}")
             )
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="worker-dispatch")
 
     async def stop(self) -> None:
         """Finish the jobs in hand, then stop (unfinished leases expire for other instances)."""
         self._stopping.set()
         self._running = False  # intake stops handing over; what was handed over is delivered
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatcher
+            self._dispatcher = None
+        while self._idle:
+            self._wake_one()
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
@@ -135,14 +145,43 @@ class Workers:
                 await self._pause(settings.poll_interval * 4)
                 continue
             if not jobs:
-                waiter = asyncio.ensure_future(store.wait_for_work(settings.poll_interval))
-                stopper = asyncio.ensure_future(self._stopping.wait())
-                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                for f in (waiter, stopper):
-                    f.cancel()
+                await self._wait_idle()
                 continue
+            self._wake_one()  # there may be more: another idle worker looks
             for job in jobs:
                 await self._deliver(job, owner)
+
+    async def _dispatch(self) -> None:
+        """Wake one idle worker per store notification and per poll interval.
+
+        Waking every idle worker on each new job made all of them claim at once and all
+        but one find nothing; one is woken instead, and a worker that claimed a job
+        wakes the next. The poll interval finds retries whose wait ended and jobs other
+        instances queued or left.
+        """
+        store = self._gw.store
+        interval = self._gw.settings.delivery.poll_interval
+        while True:
+            await store.wait_for_work(interval)
+            self._wake_one()
+
+    async def _wait_idle(self) -> None:
+        if self._stopping.is_set():  # stop() has woken the idle ones already
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._idle.append(waiter)
+        try:
+            await waiter
+        finally:
+            if not waiter.done():  # cancelled
+                self._idle.remove(waiter)
+
+    def _wake_one(self) -> None:
+        while self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     async def _deliver(self, job: Job, owner: str, record: InboundJob | None = None) -> None:
         try:
