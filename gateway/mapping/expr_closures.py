@@ -34,10 +34,15 @@ _ORDERING: dict[str, Callable[[Any, Any], bool]] = {
 
 
 def _is_number(x: Any) -> bool:
-    return not isinstance(x, bool) and isinstance(x, Number)
+    kind = type(x)
+    if kind is int or kind is float:  # the usual cases, without the ABC check
+        return True
+    return kind is not bool and kind is not str and isinstance(x, Number)
 
 
 def _equals(x: Any, y: Any) -> bool:
+    if type(x) is str or type(y) is str:  # most comparisons: no number quirk can apply
+        return bool(x == y)
     # 0 and 1 equal False and True in Python, not in JMESPath
     if _is_number(x) and x in (0, 1):
         return not isinstance(y, bool) and bool(x == y)
