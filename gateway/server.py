@@ -24,6 +24,7 @@ from gateway.clock import Clock, system_clock
 from gateway.edge import harden_server, server_kwargs
 from gateway.errors import GatewayError
 from gateway.keys import GATEWAY, LISTENER
+from gateway.runtime import settle_heap
 from gateway.settings import ListenerSettings, Settings
 from gateway.tls import server_context
 
@@ -109,6 +110,8 @@ def _write_pid(path: Path) -> None:
 async def serve(settings: Settings, *, pid_file: Path | None = None) -> None:
     """Run until SIGTERM/SIGINT; SIGHUP reloads."""
     running = await start_gateway(settings)
+    running.apps.gateway.freeze_heap = True  # this process is the gateway's alone
+    settle_heap()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     reloads: set[asyncio.Task[object]] = set()

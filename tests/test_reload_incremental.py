@@ -63,3 +63,25 @@ async def test_a_serving_gateway_keeps_only_what_serving_needs(tmp_path: Path) -
         assert not result.ok
         assert "inline test" in str(result) and "broken.yaml" in str(result)
         assert "watering-hole-3" not in world.gateway.routing.mappings
+
+
+def test_settle_heap_freezes_what_lives_and_collects_what_does_not() -> None:
+    import gc
+    import weakref
+
+    from gateway.runtime import settle_heap
+
+    class Node:
+        pass
+
+    garbage = Node()
+    garbage.self = garbage  # type: ignore[attr-defined]  # a cycle: only gc frees it
+    gone = weakref.ref(garbage)
+    gc.freeze()  # as after the previous configuration was installed
+    del garbage
+    try:
+        settle_heap()
+        assert gone() is None  # the old frozen cycle was unfrozen and collected
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
