@@ -641,4 +641,5 @@ class CertificateWatcher:
             except Exception:  # the watcher must outlive a bad check
                 log.exception("certificate check failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self._interval)
+                async with asyncio.timeout(self._interval):
+                    await self._stop.wait()

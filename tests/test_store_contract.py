@@ -365,6 +365,25 @@ async def test_wait_for_work_sees_enqueue_that_came_first(store: Store) -> None:
 # -- key-value and locks ----------------------------------------------------------------
 
 
+async def test_wait_for_work_honours_a_cancel_that_comes_with_a_notification(
+    store: Store,
+) -> None:
+    """A worker pool stopping while work arrives must not have its cancel swallowed.
+
+    (Python 3.11's asyncio.wait_for returned normally in that race; a dispatcher looping
+    on it never stopped, and neither did the process on SIGTERM.)
+    """
+    for turns in range(3):
+        await store.wait_for_work(0.001)
+        waiter = asyncio.create_task(store.wait_for_work(60))
+        for _ in range(turns):
+            await asyncio.sleep(0)  # let it park (or not) before the race
+        store.notify_work()
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+
+
 async def test_kv_ttl_add_delete_and_namespaces(store: Store, clock: FakeClock) -> None:
     assert await store.kv_get("ns", "k") is None
     await store.kv_set("ns", "k", b"v1", 10)

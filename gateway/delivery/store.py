@@ -194,8 +194,9 @@ class Store(abc.ABC):
     async def wait_for_work(self, timeout: float) -> None:  # noqa: ASYNC109 (contract)
         """Return when this process enqueues or frees work, or after `timeout` seconds."""
         if not self._work.is_set():
-            try:
-                await asyncio.wait_for(self._work.wait(), timeout)
+            try:  # not asyncio.wait_for: on 3.11 it can swallow a cancel racing the event
+                async with asyncio.timeout(timeout):
+                    await self._work.wait()
             except TimeoutError:
                 return
         self._work.clear()
@@ -301,7 +302,8 @@ class LockHandle(AbstractAsyncContextManager[bool]):
                 return False
             # Local releases wake us at once; other processes' releases are polled.
             with suppress(TimeoutError):
-                await asyncio.wait_for(released.wait(), min(pause, remaining))
+                async with asyncio.timeout(min(pause, remaining)):
+                    await released.wait()
             pause = min(pause * 2, 0.25)
 
     async def __aexit__(

@@ -161,7 +161,7 @@ class Workers:
         """
         store = self._gw.store
         interval = self._gw.settings.delivery.poll_interval
-        while True:
+        while not self._stopping.is_set():  # stop() also cancels; this ends it regardless
             await store.wait_for_work(interval)
             self._wake_one()
 
@@ -194,7 +194,8 @@ class Workers:
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
 
     async def process(self, job: Job, owner: str, record: InboundJob | None = None) -> None:
         """Deliver one job and record the outcome in the store.

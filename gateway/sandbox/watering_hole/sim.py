@@ -108,7 +108,8 @@ class WateringHoleSim:
         if since == self.seq and not self._closing:
             self.long_poll_parked.set()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._change.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._change.wait()
         return self.seq
 
     # -- customers' actions --------------------------------------------------------------
@@ -274,7 +275,8 @@ class WateringHoleSim:
                 log.exception("watering hole: automatic delivery failed")
                 timeout = _AUTO_RECHECK_SECONDS
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
     # -- failure injection ---------------------------------------------------------------
 
