@@ -103,15 +103,17 @@ async def start_gateway(
 
 
 def _write_pid(path: Path) -> None:
+    """Write the pid file atomically: a reader sees the whole pid or no file, never ''."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"{os.getpid()}\n", encoding="utf-8")
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(f"{os.getpid()}\n", encoding="utf-8")
+    os.replace(partial, path)
 
 
 async def serve(settings: Settings, *, pid_file: Path | None = None) -> None:
     """Run until SIGTERM/SIGINT; SIGHUP reloads."""
     running = await start_gateway(settings)
     running.apps.gateway.freeze_heap = True  # this process is the gateway's alone
-    settle_heap()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     reloads: set[asyncio.Task[object]] = set()
@@ -127,6 +129,7 @@ async def serve(settings: Settings, *, pid_file: Path | None = None) -> None:
     if pid_file is not None:
         # written once SIGHUP is handled: an early `reload` must not kill the process
         await asyncio.to_thread(_write_pid, pid_file)
+    settle_heap()
     log.info(
         "listening: CXone side %s, platform side %s",
         running.urls["cxone"],

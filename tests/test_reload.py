@@ -24,7 +24,15 @@ import aiohttp
 from gateway.clock import FakeClock
 from gateway.sandbox.wiring import CHAT_CHANNEL, REPO_MAPPINGS
 from tests.harness import SECRETS, start_world
-from tests.procs import ROOT, GatewayProcess, Sims, metric, start_sims, write_node_config
+from tests.procs import (
+    READY_TIMEOUT,
+    ROOT,
+    GatewayProcess,
+    Sims,
+    metric,
+    start_sims,
+    write_node_config,
+)
 
 EXTRA = ROOT / "tests" / "fixtures" / "mappings" / "minimal.yaml"
 ROTATED = "rotated-webhook-secret-0123456789"
@@ -50,6 +58,15 @@ class ServeWithPidFile(GatewayProcess):
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+
+    async def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Ready, and the pid file written (it comes just after the listeners start)."""
+        await super().wait_ready(timeout)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not (self.pid_file.exists() and self.pid_file.read_text().strip() == str(self.pid)):
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"no pid file after {timeout} s:\n{self.log_tail()}")
+            await asyncio.sleep(0.05)  # another process's file: nothing to wait on but polling
 
 
 def mapping_with_secret_file() -> str:
