@@ -11,6 +11,7 @@ import pytest
 
 from gateway.clock import FakeClock
 from gateway.delivery import sqlite as sqlite_module
+from gateway.delivery import sqlite_batches
 from gateway.delivery.sqlite import SqliteStore
 from gateway.delivery.store import NewJob
 from gateway.errors import StoreError
@@ -115,16 +116,18 @@ async def test_two_stores_on_one_file_share_the_queue(tmp_path: Path) -> None:
 # -- group commit ---------------------------------------------------------------------
 
 
-def _batches(store: SqliteStore) -> list[int]:
-    """Record the size of every batch the store's thread runs."""
+def _batches(store: SqliteStore, where: list[bool] | None = None) -> list[int]:
+    """Record the size of every batch the store runs (and in `where`, whether inline)."""
     sizes: list[int] = []
-    execute = store._execute
+    execute = store._db._execute
 
-    def counting(ops: list[Any]) -> list[tuple[bool, Any]]:
+    def counting(conn: Any, ops: list[Any], inline: bool) -> Any:
         sizes.append(len(ops))
-        return execute(ops)
+        if where is not None:
+            where.append(inline)
+        return execute(conn, ops, inline)
 
-    store._execute = counting  # type: ignore[method-assign]
+    store._db._execute = counting  # type: ignore[method-assign]
     return sizes
 
 
@@ -200,3 +203,79 @@ async def test_close_finishes_queued_operations(tmp_path: Path) -> None:
         assert await reopened.kv_get("ns", "19") == b"v"
     finally:
         await reopened.close()
+
+
+async def test_batches_run_inline_and_wait_for_a_held_lock_on_the_thread(tmp_path: Path) -> None:
+    """Another writer holds the lock: the batch and those after it wait on the thread, in order."""
+    path = tmp_path / "g.db"
+    async with SqliteStore(path, clock=FakeClock()) as store:
+        where: list[bool] = []
+        sizes = _batches(store, where)
+        await store.kv_set("ns", "first", b"1", None)
+        assert where == [True], "with the lock free a batch runs on the event loop"
+
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("INSERT INTO kv (ns, key, value) VALUES ('ns', 'other', x'00')")
+            blocked = asyncio.ensure_future(store.kv_set("ns", "a", b"1", None))
+            while store._db._on_thread is None:  # the inline attempt found the lock taken
+                await asyncio.sleep(0)
+            later = asyncio.ensure_future(store.kv_set("ns", "b", b"2", None))
+            read = asyncio.ensure_future(store.kv_get("ns", "other"))
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert not blocked.done() and not later.done() and not read.done()
+            other.commit()
+        finally:
+            other.close()
+        await asyncio.gather(blocked, later)
+        assert await read == b"\x00", "queued behind the blocked write, the read sees it"
+        # tried inline, then on the thread; what came meanwhile ran there as one batch
+        assert where == [True, True, False, False]
+        assert sizes[-2:] == [1, 2]
+        where.clear()
+        await store.kv_set("ns", "c", b"3", None)
+        assert where == [True], "once the lock is free again, batches run inline"
+        assert [await store.kv_get("ns", k) for k in "abc"] == [b"1", b"2", b"3"]
+
+
+async def test_checkpoints_run_on_the_thread_and_bound_the_wal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_batches, "CHECKPOINT_EVERY", 10)
+    path = tmp_path / "g.db"
+    wal = path.with_name("g.db-wal")
+    async with SqliteStore(path, clock=FakeClock()) as store:
+        for i in range(300):
+            await store.kv_set("ns", str(i), b"v" * 500, None)
+            if store._db._checkpoint is not None:
+                await store._db._checkpoint  # make the test independent of disk speed
+        checkpointed = wal.stat().st_size
+    monkeypatch.setattr(sqlite_batches, "CHECKPOINT_EVERY", 10**9)
+    path.unlink()
+    async with SqliteStore(path, clock=FakeClock()) as store:
+        for i in range(300):
+            await store.kv_set("ns", str(i), b"v" * 500, None)
+        unbounded = wal.stat().st_size
+    assert checkpointed * 5 < unbounded, (checkpointed, unbounded)
+
+
+async def test_purge_catches_up_with_more_expired_rows_than_one_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "PURGE_BATCH", 10)
+    clock = FakeClock()
+    path = tmp_path / "g.db"
+    async with SqliteStore(path, clock=clock) as store:
+        await store.enqueue([NewJob("t", b"x", f"k{i}") for i in range(35)], 10)
+        clock.advance(sqlite_module.PURGE_EVERY + 1)
+        counts = []
+        for i in range(5):  # no time passes: the purge is due again because a batch was full
+            await store.enqueue([NewJob("t", b"y", f"fresh{i}")], 10)
+            counts.append(
+                await store._run(
+                    "n", lambda c: c.execute("SELECT count(*) FROM dedupe").fetchone()[0]
+                )
+            )
+        assert counts == [26, 17, 8, 4, 5], counts

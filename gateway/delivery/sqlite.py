@@ -1,4 +1,4 @@
-"""Embedded store: one SQLite file in WAL mode, one connection on a dedicated thread.
+"""Embedded store: one SQLite file in WAL mode.
 
 Durability: every write is one transaction committed before the coroutine returns.
 With `journal_mode=WAL` and `synchronous=NORMAL` a commit appends its pages to the WAL
@@ -9,9 +9,16 @@ operating-system crash or power loss can drop the last commits (never corrupt th
 file). That is the guarantee a gateway process needs; machine-level durability is the
 job of the redis backend or of replicated storage.
 
-Concurrency: all SQL runs on one thread per store (the event loop never blocks);
-writers use `BEGIN IMMEDIATE`, so several stores or processes on one file serialise
-through SQLite's write lock (`busy_timeout` waits for it).
+Concurrency: operations are batched and run by `sqlite_batches.GroupCommit`, on the
+event loop while that cannot block and on the store's own thread when it could (the
+write lock held by another store or process, checkpoints). Writers use `BEGIN
+IMMEDIATE`, so several stores or processes on one file serialise through SQLite's write
+lock.
+
+Expired dedupe keys, key-value entries and locks are purged every `PURGE_EVERY`
+seconds, `PURGE_BATCH` rows a table at a time; a full batch means more are due, and the
+next enqueue purges again, so the purge keeps up with any rate of messages while no
+transaction grows long.
 
 Claiming is O(threads ready), not O(jobs): `threads` holds one row per non-empty
 thread with `ready_at` = the head's not_before or the end of its lease (indexed).
@@ -19,26 +26,21 @@ thread with `ready_at` = the head's not_before or the end of its lease (indexed)
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 
 from gateway.clock import Clock, system_clock
+from gateway.delivery.sqlite_batches import GroupCommit
 from gateway.delivery.store import DeadLetter, Job, NewJob, Store, log, new_job_id
-from gateway.errors import StoreError
 
 T = TypeVar("T")
 
-BUSY_TIMEOUT_MS = 10_000
 PURGE_EVERY = 60.0  # seconds (injected clock) between purges of expired rows
-PURGE_BATCH = 5_000
+PURGE_BATCH = 1_000
 
 SCHEMA = """
 BEGIN IMMEDIATE;
@@ -100,159 +102,32 @@ class SqliteStore(Store):
     def __init__(self, path: Path | str, clock: Clock = system_clock) -> None:
         super().__init__(clock)
         self.path = Path(path)
-        self._conn: sqlite3.Connection | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._db = GroupCommit(self.path)
         self._last_purge = float("-inf")
-        self._pending: list[_Op] = []
-        self._flusher: asyncio.Task[None] | None = None
 
     # -- plumbing ----------------------------------------------------------------------
 
     async def _run(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run the read `fn(conn)` on the store's thread; wrap every sqlite error."""
-        return await self._submit(what, fn, write=False)
+        """Run the read `fn(conn)` in the next batch; every sqlite error is a StoreError."""
+        self._check_open()
+        return await self._db.submit(what, fn, write=False)
 
     async def _write(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(conn)` atomically: committed when this returns, rolled back on error."""
-        return await self._submit(what, fn, write=True)
-
-    async def _submit(self, what: str, fn: Callable[[sqlite3.Connection], T], write: bool) -> T:
-        """Queue one operation for the next batch (group commit) and wait for its outcome.
-
-        Operations submitted while a batch runs on the store's thread form the next batch:
-        one thread hop and one transaction for all of them, each inside its own savepoint
-        so that one failing operation leaves the others' writes intact. Under load this
-        turns N hops and N commits into one; alone, an operation costs what it did.
-        """
         self._check_open()
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._pending.append(_Op(what, fn, write, future))
-        if self._flusher is None:
-            self._flusher = loop.create_task(self._flush(), name="sqlite-store-flush")
-        return await future
-
-    async def _flush(self) -> None:
-        """Run the pending operations batch after batch until none are left."""
-        loop = asyncio.get_running_loop()
-        try:
-            while self._pending:
-                ops, self._pending = self._pending, []
-                try:
-                    outcomes = await loop.run_in_executor(self._executor, self._execute, ops)
-                except BaseException as exc:  # the executor is gone (closing, interpreter exit)
-                    message = f"sqlite store {self.path}: not available: {exc!r}"
-                    outcomes = [(False, StoreError(message)) for _ in ops]
-                    if not isinstance(exc, Exception):
-                        _settle(ops, outcomes)
-                        raise
-                _settle(ops, outcomes)
-        finally:
-            self._flusher = None
-
-    def _execute(self, ops: list[_Op]) -> list[tuple[bool, Any]]:
-        """On the store's thread: run one batch, writes in one IMMEDIATE transaction.
-
-        The batch first runs plainly; only when one of several operations fails is it
-        rolled back and run again with a savepoint around each operation, so that the
-        failure takes back that operation's writes alone (failures are rare; savepoints
-        would cost two more statements per operation every time).
-        """
-        conn = self._conn
-        if conn is None:
-            return [(False, StoreError(f"sqlite store {self.path} is closed")) for _ in ops]
-        if not any(op.write for op in ops):  # reads need no write lock
-            return [self._call(conn, op) for op in ops]
-        try:
-            outcomes = self._transaction(conn, ops, isolate=False)
-            if outcomes is None:
-                outcomes = self._transaction(conn, ops, isolate=True)
-        except Exception as exc:  # BEGIN, a savepoint or COMMIT failed: nothing was written
-            with suppress(sqlite3.Error):
-                if conn.in_transaction:
-                    conn.rollback()
-            what = "+".join(sorted({op.what for op in ops}))
-            message = str(_wrap(exc, self.path, what))
-            return [(False, StoreError(message)) for _ in ops]
-        assert outcomes is not None
-        return outcomes
-
-    def _transaction(
-        self, conn: sqlite3.Connection, ops: list[_Op], isolate: bool
-    ) -> list[tuple[bool, Any]] | None:
-        """Run `ops` in one transaction; None when one of several failed and not `isolate`."""
-        outcomes: list[tuple[bool, Any]] = []
-        conn.execute("BEGIN IMMEDIATE")
-        for op in ops:
-            if isolate:
-                conn.execute("SAVEPOINT op")
-            outcome = self._call(conn, op)
-            if not conn.in_transaction:  # an error that ended the whole transaction
-                raise outcome[1]
-            if isolate:
-                if not outcome[0]:
-                    conn.execute("ROLLBACK TO op")
-                conn.execute("RELEASE op")
-            elif not outcome[0]:
-                conn.rollback()
-                return None if len(ops) > 1 else [outcome]
-            outcomes.append(outcome)
-        conn.commit()
-        return outcomes
-
-    def _call(self, conn: sqlite3.Connection, op: _Op) -> tuple[bool, Any]:
-        try:
-            return True, op.fn(conn)
-        except Exception as exc:
-            return False, _wrap(exc, self.path, op.what)
+        return await self._db.submit(what, fn, write=True)
 
     async def open(self) -> None:
         if self._opened:
             return
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
-
-        def connect() -> sqlite3.Connection:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                self.path,
-                isolation_level=None,
-                check_same_thread=False,
-                timeout=BUSY_TIMEOUT_MS / 1000,
-            )
-            try:
-                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    raise sqlite3.OperationalError(f"cannot switch to WAL (got {mode})")
-                conn.execute("PRAGMA synchronous = NORMAL")
-                conn.executescript(SCHEMA)
-            except BaseException:
-                conn.close()
-                raise
-            return conn
-
-        try:
-            self._conn = await asyncio.get_running_loop().run_in_executor(executor, connect)
-        except (sqlite3.Error, OSError) as exc:
-            executor.shutdown(wait=False)
-            raise StoreError(f"sqlite store {self.path}: cannot open: {exc}") from exc
-        self._executor = executor
+        await self._db.open(SCHEMA)
         self._opened = True
 
     async def close(self) -> None:
         if not self._opened:
             return
         self._opened = False  # no new operations; the queued ones finish first
-        if self._flusher is not None:
-            with suppress(Exception):
-                await asyncio.shield(self._flusher)
-        conn, executor = self._conn, self._executor
-        self._conn = self._executor = None
-        assert conn is not None and executor is not None
-        try:
-            await asyncio.get_running_loop().run_in_executor(executor, conn.close)
-        finally:
-            executor.shutdown(wait=True)
+        await self._db.close()
 
     async def ping(self) -> None:
         await self._run("ping", lambda c: c.execute("SELECT 1").fetchone())
@@ -261,17 +136,18 @@ class SqliteStore(Store):
         if now - self._last_purge < PURGE_EVERY:
             return
         self._last_purge = now
-        conn.execute(
+        full = False
+        for sql in (
             "DELETE FROM dedupe WHERE rowid IN (SELECT rowid FROM dedupe WHERE expires_at <= ?"
             " LIMIT ?)",
-            (now, PURGE_BATCH),
-        )
-        conn.execute(
             "DELETE FROM kv WHERE rowid IN (SELECT rowid FROM kv WHERE expires_at IS NOT NULL"
             " AND expires_at <= ? LIMIT ?)",
-            (now, PURGE_BATCH),
-        )
-        conn.execute("DELETE FROM locks WHERE expires_at <= ?", (now,))
+            "DELETE FROM locks WHERE rowid IN (SELECT rowid FROM locks WHERE expires_at <= ?"
+            " LIMIT ?)",
+        ):
+            full |= conn.execute(sql, (now, PURGE_BATCH)).rowcount == PURGE_BATCH
+        if full:  # more expired rows than one batch: purge again at the next enqueue
+            self._last_purge = float("-inf")
 
     # -- queue -------------------------------------------------------------------------
 
@@ -511,35 +387,6 @@ class SqliteStore(Store):
             "unlock",
             lambda c: c.execute("DELETE FROM locks WHERE name = ? AND token = ?", (name, token)),
         )
-
-
-@dataclass(slots=True)
-class _Op:
-    """One queued store operation and the future its caller awaits."""
-
-    what: str
-    fn: Callable[[sqlite3.Connection], Any]
-    write: bool
-    future: asyncio.Future[Any]
-
-
-def _settle(ops: list[_Op], outcomes: list[tuple[bool, Any]]) -> None:
-    for op, (ok, value) in zip(ops, outcomes, strict=True):
-        if op.future.done():  # its caller was cancelled
-            continue
-        if ok:
-            op.future.set_result(value)
-        else:
-            op.future.set_exception(value)
-
-
-def _wrap(exc: Exception, path: Path, what: str) -> Exception:
-    """sqlite errors become StoreError naming the file and the operation; others pass."""
-    if isinstance(exc, sqlite3.Error):
-        error = StoreError(f"sqlite store {path}: {what} failed: {exc}")
-        error.__cause__ = exc
-        return error
-    return exc
 
 
 def _insert_job(
