@@ -82,7 +82,7 @@ def steps(n: int, store_kind: str) -> dict[str, Any]:
     ib["verify signature"] = timed(lambda: verifier.verify(body, headers, "", None), n)
     ib["json parse (jsonutil.loads)"] = timed(lambda: jsonutil.loads(body), n)
     payload = jsonutil.loads(body)
-    ib["check_json_depth"] = timed(lambda: check_json_depth(payload), n)
+    ib["check_json_depth"] = timed(lambda: check_json_depth(payload, raw=body), n)
     ib["split (foreach)"] = timed(lambda: mapping.split(payload, headers=headers, query={}), n)
     item = mapping.split(payload, headers=headers, query={})[0]
     ib["route + extract + render"] = timed(lambda: mapping.route_inbound(item), n)
@@ -109,7 +109,7 @@ def steps(n: int, store_kind: str) -> dict[str, Any]:
     rbody, _ = reply("hp", 1, 500)
     ob["json parse"] = timed(lambda: jsonutil.loads(rbody), n)
     parsed = jsonutil.loads(rbody)
-    ob["check_json_depth"] = timed(lambda: check_json_depth(parsed), n)
+    ob["check_json_depth"] = timed(lambda: check_json_depth(parsed, raw=rbody), n)
     ctx = OutboundContext(
         "reply", "outbound", "chat", CHAT_CHANNEL, {"channelId": CHAT_CHANNEL}, parsed
     )
