@@ -102,6 +102,35 @@ async def test_claim_uses_the_ready_index(tmp_path: Path) -> None:
     assert "jobs_by_thread" in str(head) and "SCAN" not in str(head)
 
 
+async def test_order_holds_when_the_newest_row_goes_and_its_seq_is_reused(
+    tmp_path: Path,
+) -> None:
+    """seq is max + 1 (no AUTOINCREMENT): a reused number is still above every row present."""
+    clock = FakeClock()
+    async with SqliteStore(tmp_path / "gw.sqlite3", clock=clock) as store:
+        await store.enqueue([NewJob("a", b"a1", None), NewJob("b", b"b1", None)], 60)
+        claimed = {j.thread_key: j for j in await store.claim("w", 10, 30)}
+        assert await store.complete(claimed["b"], "w")  # the newest row is gone
+        await store.enqueue([NewJob("a", b"a2", None), NewJob("a", b"a3", None)], 60)
+        assert await store.complete(claimed["a"], "w")
+        order = []
+        while jobs := await store.claim("w", 10, 30):
+            order.append(jobs[0].payload)
+            assert await store.complete(jobs[0], "w")
+        assert order == [b"a2", b"a3"]
+
+        for key in ("x", "y"):
+            await store.enqueue([NewJob(key, key.encode(), None)], 60)
+            [job] = await store.claim("w", 10, 30)
+            await store.dead_letter(job, "w", "final", {})
+        newest = await store.dead_letters(1)
+        assert await store.drop_dead(newest[0].id)
+        await store.enqueue([NewJob("z", b"z", None)], 60)
+        [job] = await store.claim("w", 10, 30)
+        await store.dead_letter(job, "w", "final", {})
+        assert [d.thread_key for d in await store.dead_letters()] == ["z", "x"]
+
+
 async def test_two_stores_on_one_file_share_the_queue(tmp_path: Path) -> None:
     path = tmp_path / "gw.sqlite3"
     async with SqliteStore(path) as a, SqliteStore(path) as b:
