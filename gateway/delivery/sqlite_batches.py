@@ -12,6 +12,10 @@ Everything that can block goes to the store's own thread and its own connection:
   there, waiting for the lock up to `BUSY_TIMEOUT_MS`, and so do the batches submitted
   while it waits (order is kept: a batch starts only when the one before it is done);
 - the WAL checkpoint (which fsyncs) runs there after every `CHECKPOINT_EVERY` commits.
+  It is a RESTART checkpoint: it waits for the write lock, copies the whole WAL into
+  the database and makes the next writer start the WAL from its beginning. (A PASSIVE
+  one never catches up with writers that keep committing: the WAL would only grow.)
+  While it holds the lock, batches find it taken and wait on the thread behind it.
 
 A batch first runs plainly; only when one of several operations fails is it rolled back
 and run again with a savepoint around each operation, so that the failure takes back
@@ -169,7 +173,7 @@ class GroupCommit:
 
         def checkpoint() -> None:
             with suppress(sqlite3.Error):  # a busy or failed checkpoint: the next one will do
-                thread.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                thread.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
 
         self._checkpoint = asyncio.get_running_loop().run_in_executor(executor, checkpoint)
         self._checkpoint.add_done_callback(self._checkpoint_done)
