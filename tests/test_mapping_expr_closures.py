@@ -19,7 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.mapping import load_mapping
-from gateway.mapping.expressions import _INTERPRETER, Expr, compile_expr
+from gateway.mapping.expr_closures import compile_ast
+from gateway.mapping.expressions import _INTERPRETER, _OPTIONS, Expr, compile_expr
 from gateway.sandbox.wiring import REPO_MAPPINGS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "platforms"
@@ -82,7 +83,8 @@ def _outcome(run: Any, data: Any) -> tuple[str, Any]:
 
 def _same(expr: Expr, data: Any) -> None:
     expected = _outcome(lambda d: _INTERPRETER.visit(expr._ast, d), data)
-    assert _outcome(expr._run, data) == expected, (expr.source, data)
+    run = compile_ast(expr._ast, _OPTIONS.custom_functions, _INTERPRETER)
+    assert _outcome(run, data) == expected, (expr.source, data)
 
 
 def _subvalues(value: Any) -> Iterator[Any]:
@@ -152,3 +154,13 @@ def test_the_node_list_covers_every_node_type_jmespath_has() -> None:
         walk(jmespath.compile(source).parsed)
     interpreted = {n[len("visit_") :] for n in dir(_INTERPRETER) if n.startswith("visit_")}
     assert interpreted <= seen, interpreted - seen
+
+
+def test_closures_are_compiled_at_first_use_and_never_for_field_paths() -> None:
+    path = compile_expr("a.b", "test")
+    assert path.search({"a": {"b": 1}}) == 1
+    assert path._run is None, "a field path is a chain of dict lookups, no closure"
+    index = compile_expr("a[0]", "test")
+    assert index._run is None, "nothing is compiled before a message needs it"
+    assert index.search({"a": [5]}) == 5
+    assert index._run is not None
