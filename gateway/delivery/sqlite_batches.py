@@ -4,8 +4,9 @@ Every store operation is a function of a connection. Operations submitted during
 turn of the event loop form a batch: the reads run as they are, the writes share one
 `BEGIN IMMEDIATE` transaction. A batch runs *inline*, on the event-loop thread, through
 a connection that never waits (`busy_timeout = 0`) and never checkpoints: a commit in
-WAL mode with `synchronous = NORMAL` is a few write(2) calls into the page cache, about
-25 µs, far less than handing the batch to a thread and back (120-200 µs).
+WAL mode with `synchronous = NORMAL` is a few write(2) calls into the page cache, tens
+of microseconds, far less than handing the batch to a thread and back (measured
+120-250 µs of CPU, most of a store operation's cost).
 
 Everything that can block goes to the store's own thread and its own connection:
 - a batch that finds the write lock taken (another store or process on the file) runs
