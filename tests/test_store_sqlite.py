@@ -269,6 +269,27 @@ async def test_batches_run_inline_and_wait_for_a_held_lock_on_the_thread(tmp_pat
         assert [await store.kv_get("ns", k) for k in "abc"] == [b"1", b"2", b"3"]
 
 
+async def test_a_read_that_finds_the_file_busy_is_run_again_on_the_thread(
+    tmp_path: Path,
+) -> None:
+    """WAL readers rarely meet SQLITE_BUSY (another process recovering the WAL); the loop's
+    connection never waits, so such a read is run again on the thread, which does."""
+    async with SqliteStore(tmp_path / "g.db", clock=FakeClock()) as store:
+        await store.kv_set("ns", "k", b"v", None)
+        where: list[bool] = []
+        _batches(store, where)
+
+        def read(conn: sqlite3.Connection) -> bytes:
+            if conn is store._db._inline:
+                busy = sqlite3.OperationalError("database is locked")
+                busy.sqlite_errorcode = sqlite3.SQLITE_BUSY  # as sqlite3 sets it
+                raise busy
+            return bytes(conn.execute("SELECT value FROM kv WHERE key = 'k'").fetchone()[0])
+
+        assert await store._run("read", read) == b"v"
+        assert where == [True, False]
+
+
 async def test_a_checkpoint_restarts_the_wal_while_writes_go_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -187,11 +187,14 @@ class GroupCommit:
     def _execute(
         self, conn: sqlite3.Connection | None, ops: list[_Op], inline: bool
     ) -> Outcomes | None:
-        """Run one batch, its writes in one transaction; None: `inline` and the lock is taken."""
+        """Run one batch, its writes in one transaction; None: `inline` and the file is busy."""
         if conn is None:
             return [(False, StoreError(f"sqlite store {self.path} is closed")) for _ in ops]
         if not any(op.write for op in ops):  # reads need no write lock
-            return [self._call(conn, op) for op in ops]
+            reads = [self._call(conn, op) for op in ops]
+            if inline and any(not ok and _is_busy(value) for ok, value in reads):
+                return None  # e.g. another process recovering the WAL: wait on the thread
+            return reads
         try:
             outcomes = self._transaction(conn, ops, isolate=False)
             if outcomes is None:
