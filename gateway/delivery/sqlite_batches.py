@@ -128,7 +128,7 @@ class GroupCommit:
         return await future
 
     def _run_inline(self) -> None:
-        """Run what is pending on the loop's connection; to the thread if the lock is taken."""
+        """Run what is pending on the loop's connection; to the thread if the file is busy."""
         self._scheduled = False
         if self._on_thread is not None or not self._pending:
             return  # the thread's batches take the pending ones in turn
@@ -275,7 +275,7 @@ def _settle(ops: list[_Op], outcomes: Outcomes) -> None:
 
 
 def _is_busy(exc: BaseException) -> bool:
-    """True for SQLITE_BUSY (the write lock is held elsewhere), seen directly or wrapped."""
+    """True for SQLITE_BUSY/LOCKED (the file is busy elsewhere), seen directly or wrapped."""
     cause = exc.__cause__ if isinstance(exc, StoreError) else exc
     code = getattr(cause, "sqlite_errorcode", None)
     return isinstance(code, int) and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
