@@ -1,9 +1,10 @@
 """create_app: build both listeners' applications and the resources they share.
 
-Middleware order (outermost first), on both listeners:
-  1. request_context  - request id, access metrics (sees every final status)
-  2. error_middleware - every failure becomes a JSON body; nothing leaks
-  3. edge             - IP allow-list (403 before any work), mTLS peer names, body read deadline
+Middlewares (outermost first), on both listeners; two layers, as they run on every request:
+  1. request context - request id, access metrics (sees every final status), and every
+     failure made a JSON body (http_errors.error_response); nothing leaks
+  2. edge            - IP allow-list (403 before any work), mTLS peer names, body read
+     deadline (gateway.edge.edge_middleware)
 
 Resources are opened by cleanup contexts on the CXone-facing app, in this order and
 closed in reverse: configuration (routing), certificate checks, store, HTTP clients,
@@ -37,9 +38,9 @@ from gateway.cxone.tokens import FailureThrottle
 from gateway.delivery.store import open_store
 from gateway.delivery.token_cache import StoreTokenCache, token_cache_key
 from gateway.delivery.worker import Workers
-from gateway.edge import edge_middlewares
+from gateway.edge import edge_middleware
 from gateway.http import make_session
-from gateway.http_errors import error_middleware
+from gateway.http_errors import error_response
 from gateway.ids import unique_id
 from gateway.keys import GATEWAY, LISTENER
 from gateway.logs import request_id
@@ -74,13 +75,18 @@ def _request_context(
         token = request_id.set(rid)
         status = 500
         try:
-            response = await handler(request)
+            try:
+                response = await handler(request)
+            except web.HTTPException as exc:
+                if exc.status < 400:  # a redirect: aiohttp sends it
+                    status = exc.status
+                    raise
+                response = error_response(request, exc)
+            except Exception as exc:
+                response = error_response(request, exc)
             status = response.status
             response.headers["X-Request-Id"] = rid
             return response
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
         finally:
             request_id.reset(token)
             route = request.match_info.route.resource
@@ -95,7 +101,7 @@ def _request_context(
 def _middlewares(
     listener: str, settings: Callable[[], ListenerSettings]
 ) -> list[Callable[..., Awaitable[web.StreamResponse]]]:
-    return [_request_context(listener), error_middleware, *edge_middlewares(settings)]
+    return [_request_context(listener), edge_middleware(settings)]
 
 
 def create_apps(settings: Settings, *, clock: Clock = system_clock) -> GatewayApps:

@@ -6,11 +6,11 @@ Limits, from the socket inwards (each listener has its own `ListenerSettings`):
    count, and `keepalive_timeout`, which closes a connection that has not delivered a
    complete request head in time (idle keep-alive and slow-header drips alike).
    `harden_server` makes its answer to a malformed head a JSON 400 without an echo.
-2. Middlewares, outermost first (`edge_middlewares` builds them in this order):
-   `ip_allow_middleware` (allow-list, X-Forwarded-For only from trusted proxies),
-   `peer_subjects_middleware` (mTLS: a verified certificate with an accepted name),
-   `read_timeout_middleware` (a deadline for reading the body). They answer with
-   JSON errors themselves, so their place relative to the error middleware is free.
+2. `edge_middleware`, one layer doing in order: the allow-list (X-Forwarded-For only
+   from trusted proxies; `ip_allow_middleware` alone), mTLS names (a verified
+   certificate with an accepted name; `peer_subjects_middleware` alone), and the
+   deadline for reading the body. It answers with JSON errors itself, so its place
+   relative to the error middleware is free.
 3. Handlers read bodies with `read_body_limited`: size limit on the wire and after
    decompression, the deadline above (slow drip -> 408), gzip/deflate only (-> 415).
    `check_json_depth` bounds nesting after parsing (MAX_JSON_DEPTH).
@@ -61,7 +61,7 @@ MAX_HEADERS = 100
 # After an early error response, read and drop the rest of a body this long at most, so
 # the caller sees the response instead of a reset.
 LINGERING_TIME = 2.0
-# Bound on a body read when no listener deadline is set (read_timeout_middleware).
+# Bound on a body read when no listener deadline is set (edge_middleware sets one).
 DEFAULT_READ_TIMEOUT = 10.0
 # Deepest nesting of objects/arrays a JSON body may have (check_json_depth); BYOC and
 # webhook payloads nest a handful of levels, so this only stops pathological input.
@@ -177,6 +177,33 @@ def forwarded_origin(request: web.BaseRequest, trusted_proxies: Sequence[str]) -
     return f"{scheme}://{host}"
 
 
+def _ip_refusal(
+    request: web.Request, cidrs: Sequence[str], trusted_proxies: Sequence[str]
+) -> web.Response | None:
+    """403 for a caller outside `cidrs` (an empty list lets everyone in), else None."""
+    allowed = parse_networks(tuple(cidrs))
+    if allowed:
+        addr = client_ip(request, trusted_proxies)
+        if addr is None or not _within(addr, allowed):
+            return json_error(403, "forbidden", "this client address is not allowed")
+    return None
+
+
+def _peer_refusal(request: web.Request, allowed: Sequence[str]) -> web.Response | None:
+    """403 unless the request came with a verified certificate of an `allowed` name."""
+    try:
+        require_peer(request, allowed)
+    except Forbidden as exc:
+        return json_error(exc.status, exc.code, exc.message)
+    return None
+
+
+def _closing(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    if wants_close(request):  # tls.close_after_response: say so in the headers
+        response.force_close()
+    return response
+
+
 def ip_allow_middleware(
     cidrs: Provider[Sequence[str]], trusted_proxies: Provider[Sequence[str]] = ()
 ) -> Middleware:
@@ -187,12 +214,8 @@ def ip_allow_middleware(
 
     @web.middleware
     async def ip_allow(request: web.Request, handler: Handler) -> web.StreamResponse:
-        allowed = parse_networks(tuple(get_cidrs()))
-        if allowed:
-            addr = client_ip(request, get_proxies())
-            if addr is None or not _within(addr, allowed):
-                return json_error(403, "forbidden", "this client address is not allowed")
-        return await handler(request)
+        refusal = _ip_refusal(request, get_cidrs(), get_proxies())
+        return refusal if refusal is not None else await handler(request)
 
     return ip_allow
 
@@ -212,51 +235,43 @@ def peer_subjects_middleware(
     @web.middleware
     async def peer_subjects(request: web.Request, handler: Handler) -> web.StreamResponse:
         if get_required():
-            try:
-                require_peer(request, get_allowed())
-            except Forbidden as exc:
-                return json_error(exc.status, exc.code, exc.message)
-        response = await handler(request)
-        if wants_close(request):
-            response.force_close()
-        return response
+            refusal = _peer_refusal(request, get_allowed())
+            if refusal is not None:
+                return refusal
+        return _closing(request, await handler(request))
 
     return peer_subjects
 
 
-def read_timeout_middleware(read_timeout: Provider[float]) -> Middleware:
-    """Give the body read a deadline, `read_timeout` seconds from now (see read_body_limited)."""
-    get_timeout = _getter(read_timeout)
+def edge_middleware(listener: Provider[ListenerSettings]) -> Middleware:
+    """The edge of one listener in one middleware: allow-list, mTLS names, body deadline.
+
+    The same checks as `ip_allow_middleware` then `peer_subjects_middleware` (mTLS names
+    are checked listener-wide only when every handshake must carry a certificate; with
+    optional certificates the integrations that want one check it), then the deadline of
+    the body read (`read_body_limited`), `read_timeout` seconds from now. One layer, not
+    three, because it runs on every request; each check is skipped when not configured.
+    """
+    get = _getter(listener)
+    parse_networks(tuple(get().allow))  # a typo fails at start, not on the first request
+    parse_networks(tuple(get().trusted_proxies), "trusted_proxies")
 
     @web.middleware
-    async def read_deadline(request: web.Request, handler: Handler) -> web.StreamResponse:
-        request[_DEADLINE] = asyncio.get_running_loop().time() + get_timeout()
-        return await handler(request)
+    async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
+        settings = get()
+        if settings.allow:
+            refusal = _ip_refusal(request, settings.allow, settings.trusted_proxies)
+            if refusal is not None:
+                return refusal
+        tls = settings.tls
+        if tls is not None and tls.client_ca is not None and tls.client_certificate == "required":
+            refusal = _peer_refusal(request, tls.client_subjects)
+            if refusal is not None:
+                return refusal
+        request[_DEADLINE] = asyncio.get_running_loop().time() + settings.read_timeout
+        return _closing(request, await handler(request))
 
-    return read_deadline
-
-
-def edge_middlewares(listener: Provider[ListenerSettings]) -> list[Middleware]:
-    """The edge middlewares of one listener, outermost first."""
-    get = _getter(listener)
-
-    def required() -> bool:
-        # Listener-wide only when every handshake must carry a certificate; with optional
-        # certificates, the integrations that want one check it (tls.require_peer).
-        tls = get().tls
-        return (
-            tls is not None and tls.client_ca is not None and tls.client_certificate == "required"
-        )
-
-    def subjects() -> Sequence[str]:
-        tls = get().tls
-        return tls.client_subjects if tls is not None else ()
-
-    return [
-        ip_allow_middleware(lambda: get().allow, lambda: get().trusted_proxies),
-        peer_subjects_middleware(subjects, required),
-        read_timeout_middleware(lambda: get().read_timeout),
-    ]
+    return edge
 
 
 # --- bodies ----------------------------------------------------------------------------
@@ -331,7 +346,7 @@ async def _stream(request: web.BaseRequest, max_bytes: int, inflater: _Inflater 
 async def read_body_limited(request: web.BaseRequest, max_bytes: int) -> bytes:
     """Read the whole body, decompressed, refusing more than `max_bytes` (413).
 
-    The read must end by the deadline `read_timeout_middleware` set (without it, within
+    The read must end by the deadline `edge_middleware` set (without it, within
     DEFAULT_READ_TIMEOUT seconds): a slow drip gets 408. Expects the
     server to run with `auto_decompress=False` (see `server_kwargs`). The body is kept,
     so a second call returns it again.

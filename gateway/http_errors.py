@@ -35,7 +35,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     """Turn gateway errors and unexpected exceptions into JSON responses."""
     try:
         return await handler(request)
-    except RequestError as exc:
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(request, exc)
+    except Exception as exc:
+        return error_response(request, exc)
+
+
+def error_response(request: web.BaseRequest, exc: Exception) -> web.Response:
+    """The JSON response for a failure (an HTTPException below 400 is the caller's to raise)."""
+    if isinstance(exc, RequestError):
         if exc.body is not None:
             return web.Response(
                 status=exc.status,
@@ -44,10 +54,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                 headers=exc.headers,
             )
         return json_error(exc.status, exc.code, exc.message, exc.headers)
-    except MappingRuntimeError as exc:
+    if isinstance(exc, MappingRuntimeError):
         log.warning("mapping error: %s", exc)
         return json_error(422, "mapping_error", str(exc))
-    except UpstreamRejected as exc:
+    if isinstance(exc, UpstreamRejected):
         return json_error(
             422 if exc.status is None or exc.status < 500 else 502,
             "platform_rejected",
@@ -55,7 +65,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             + (f" ({exc.status} {exc.code})" if exc.status else "")
             + (f": {exc.message}" if exc.message else ""),
         )
-    except UpstreamUnavailable as exc:
+    if isinstance(exc, UpstreamUnavailable):
         headers = {"Retry-After": str(int(exc.retry_after))} if exc.retry_after else None
         return json_error(
             503,
@@ -64,13 +74,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             + (f" (last attempt: {exc.message})" if exc.message else ""),
             headers,
         )
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
+    if isinstance(exc, web.HTTPException):
         return json_error(exc.status, _http_code(exc.status), exc.reason, _keep_headers(exc))
-    except Exception:  # the last line of defence: log it, tell the caller nothing more
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return json_error(500, "internal_error", "the gateway failed to handle this request")
+    # the last line of defence: log it, tell the caller nothing more
+    log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    return json_error(500, "internal_error", "the gateway failed to handle this request")
 
 
 def _http_code(status: int) -> str:

@@ -19,7 +19,7 @@ from gateway import jsonutil
 from gateway.edge import (
     check_json_depth,
     client_ip,
-    edge_middlewares,
+    edge_middleware,
     forwarded_origin,
     ip_allow_middleware,
     read_body_limited,
@@ -49,7 +49,7 @@ def make_app(get_listener: Callable[[], ListenerSettings]) -> web.Application:
         found = forwarded_origin(request, get_listener().trusted_proxies)
         return web.json_response({"origin": found})
 
-    app = web.Application(middlewares=[error_middleware, *edge_middlewares(get_listener)])
+    app = web.Application(middlewares=[error_middleware, edge_middleware(get_listener)])
     app.router.add_post("/echo", echo)
     app.router.add_get("/whoami", whoami)
     app.router.add_get("/origin", origin)
