@@ -71,6 +71,11 @@ EVERY_NODE_TYPE = [
     'a.b[0].c || `"fallback"`',
     '`[1, 2, {"k": null}]`',
     "a[?contains(@, 'x')]",
+    # functions whose arguments are checked at the call site (one typed parameter, two)
+    "abs(a)",
+    "starts_with(a, 'x')",
+    "iso_ms(a)",
+    "length(@)",
 ]
 
 
@@ -154,6 +159,18 @@ def test_the_node_list_covers_every_node_type_jmespath_has() -> None:
         walk(jmespath.compile(source).parsed)
     interpreted = {n[len("visit_") :] for n in dir(_INTERPRETER) if n.startswith("visit_")}
     assert interpreted <= seen, interpreted - seen
+
+
+@pytest.mark.parametrize("source", ["abs(a, b)", "no_such_function(a)", 'abs(`"x"`)'])
+@pytest.mark.parametrize("data", [{"a": -1, "b": 2}, {"a": "x"}, None])
+def test_calls_the_compiler_refuses_fail_as_in_the_interpreter(source: str, data: Any) -> None:
+    # compile_expr refuses a wrong arity or an unknown name; the closures still fail
+    # with jmespath's own error, through call_function
+    ast = jmespath.compile(source).parsed
+    run = compile_ast(ast, _OPTIONS.custom_functions, _INTERPRETER)
+    expected = _outcome(lambda d: _INTERPRETER.visit(ast, d), data)
+    assert expected[0] == "error"
+    assert _outcome(run, data) == expected
 
 
 def test_closures_are_compiled_at_first_use_and_never_for_field_paths() -> None:

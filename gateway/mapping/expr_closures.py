@@ -6,8 +6,9 @@ its time there. Here every node becomes a closure over its compiled children, wi
 interpreter's semantics copied rule for rule (jmespath/visitor.py, 1.0): `None` for a
 field of a non-object, JMESPath falsiness (`""`, `[]`, `{}`, null, false, not 0) in
 `||`, `&&`, `!` and filters, `0 == false` being false, ordering only between numbers
-or strings, projections dropping nulls. Functions still go through jmespath's
-`Functions.call_function` (argument checks and errors unchanged), and an expression
+or strings, projections dropping nulls. Functions are looked up once and their
+arguments checked as `Functions.call_function` checks them (anything unusual goes
+through it, so its errors are unchanged), and an expression
 reference (`&expr`) is left to the interpreter, which the sorting functions call back.
 
 tests/test_mapping_expressions.py checks every expression of the shipped mappings and
@@ -146,10 +147,7 @@ def compile_ast(
         return negate
 
     if kind == "function_expression":
-        name = node["value"]
-        arguments = [sub(c) for c in children]
-        call = functions.call_function
-        return lambda value: call(name, [argument(value) for argument in arguments])
+        return _function(node["value"], [sub(c) for c in children], functions)
 
     if kind in ("projection", "value_projection", "filter_projection"):
         return _projection(kind, [sub(c) for c in children])
@@ -256,3 +254,42 @@ def _flatten(base: Closure) -> Closure:
         return merged
 
     return flatten
+
+
+def _function(
+    name: str, arguments: list[Closure], functions: jmespath.functions.Functions
+) -> Closure:
+    """A call whose arity and argument types are checked here, as `call_function` does.
+
+    The signature is looked up once; per call only each argument's type name is checked
+    against the allowed ones. Anything unusual (an unknown function, a wrong arity, a
+    variadic or element-typed signature, an argument of a refused type) goes through
+    `call_function`, which raises jmespath's own error or handles the case.
+    """
+    call = functions.call_function
+    spec = functions.FUNCTION_TABLE.get(name)
+    signature = spec["signature"] if spec is not None else None
+    if (
+        spec is None
+        or (signature and signature[-1].get("variadic"))
+        or len(signature) != len(arguments)
+        or any("-" in t for parameter in signature for t in parameter["types"])
+    ):
+        return lambda value: call(name, [argument(value) for argument in arguments])
+    function = spec["function"]
+    allowed = [
+        frozenset(n for t in parameter["types"] for n in jmespath.functions.REVERSE_TYPES_MAP[t])
+        if parameter["types"]
+        else None
+        for parameter in signature
+    ]
+    checks = [(i, names) for i, names in enumerate(allowed) if names is not None]
+
+    def checked(value: Any) -> Any:
+        args = [argument(value) for argument in arguments]
+        for i, names in checks:
+            if type(args[i]).__name__ not in names:
+                return call(name, args)  # raises jmespath's JMESPathTypeError
+        return function(functions, *args)
+
+    return checked
