@@ -268,7 +268,7 @@ def _function(
     """
     call = functions.call_function
     spec = functions.FUNCTION_TABLE.get(name)
-    signature = spec["signature"] if spec is not None else None
+    signature: list[dict[str, Any]] = spec["signature"] if spec is not None else []
     if (
         spec is None
         or (signature and signature[-1].get("variadic"))
