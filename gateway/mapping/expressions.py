@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from types import MappingProxyType
+from typing import Any, NamedTuple, TypeVar, cast
 
 import jmespath
 import jmespath.exceptions
@@ -27,29 +26,37 @@ from gateway.mapping.expr_closures import Closure, compile_ast
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@dataclass(frozen=True)
-class EvalContext:
-    """What the context functions can see while one item is evaluated."""
+class EvalContext(NamedTuple):
+    """What the context functions can see while one item is evaluated.
 
-    vars: Mapping[str, Any] = field(default_factory=dict)
+    A named tuple, not a frozen dataclass: one is built per delivery and per event, and
+    a frozen dataclass pays an `object.__setattr__` per field.
+    """
+
+    vars: Mapping[str, Any] = MappingProxyType({})
     parents: tuple[Any, ...] = ()  # nearest first
     delivery: Any = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-    query: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = MappingProxyType({})
+    query: Mapping[str, str] = MappingProxyType({})
 
 
 _EMPTY = EvalContext()
 _CONTEXT: ContextVar[EvalContext] = ContextVar("byoc_mapping_eval", default=_EMPTY)
 
 
-@contextmanager
-def evaluation(context: EvalContext) -> Iterator[None]:
+class evaluation:  # lower case: it reads as a function, `with evaluation(context):`
     """Make `context` visible to the context functions for the duration of a block."""
-    token = _CONTEXT.set(context)
-    try:
-        yield
-    finally:
-        _CONTEXT.reset(token)
+
+    __slots__ = ("_context", "_token")
+
+    def __init__(self, context: EvalContext) -> None:
+        self._context = context
+
+    def __enter__(self) -> None:
+        self._token = _CONTEXT.set(self._context)
+
+    def __exit__(self, *exc: object) -> None:
+        _CONTEXT.reset(self._token)
 
 
 def _signature(*arguments: dict[str, Any]) -> Callable[[F], F]:
