@@ -3,13 +3,41 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Self
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics import MetricWrapperBase
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "advance_counter", "create_metrics"]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class _CachedLabels(MetricWrapperBase):
+    """`labels(*values)` remembered per tuple of positional values.
+
+    prometheus_client validates and converts the values and takes a lock on every
+    `labels()` call: 1.4 µs of the 1.9 µs an increment costs, several times per message.
+    Only for metrics whose children are never removed (counters, histograms).
+    """
+
+    def labels(self, *labelvalues: object, **labelkwargs: object) -> Self:
+        if labelkwargs:
+            return super().labels(*labelvalues, **labelkwargs)
+        children: dict[tuple[object, ...], Self] = self.__dict__.setdefault("_children", {})
+        child = children.get(labelvalues)
+        if child is None:
+            child = children[labelvalues] = super().labels(*labelvalues)
+        return child
+
+
+class _Counter(_CachedLabels, Counter):
+    pass
+
+
+class _Histogram(_CachedLabels, Histogram):
+    pass
 
 
 @dataclass(frozen=True)
@@ -43,62 +71,62 @@ def create_metrics() -> Metrics:
     r = CollectorRegistry(auto_describe=True)
     return Metrics(
         registry=r,
-        requests=Counter(
+        requests=_Counter(
             "byoc_http_requests",
             "HTTP requests served",
             ["listener", "endpoint", "status"],
             registry=r,
         ),
-        messages=Counter(
+        messages=_Counter(
             "byoc_messages",
             "Messages handled, by channel, route, direction and outcome",
             ["mapping", "channel", "route", "direction", "outcome"],
             registry=r,
         ),
-        ignored=Counter(
+        ignored=_Counter(
             "byoc_events_ignored",
             "Webhook events acknowledged and ignored",
             ["mapping", "route"],
             registry=r,
         ),
-        duplicates=Counter(
+        duplicates=_Counter(
             "byoc_events_duplicate", "Webhook events dropped as duplicates", ["mapping"], registry=r
         ),
-        delivery_latency=Histogram(
+        delivery_latency=_Histogram(
             "byoc_delivery_latency_seconds",
             "From webhook receipt to CXone acceptance",
             ["mapping", "action"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         ),
-        retries=Counter(
+        retries=_Counter(
             "byoc_retries", "Retried upstream calls", ["upstream", "reason"], registry=r
         ),
-        dead_letters=Counter(
+        dead_letters=_Counter(
             "byoc_dead_letters", "Messages moved to dead letters", ["mapping", "reason"], registry=r
         ),
         queue_depth=Gauge("byoc_queue_depth", "Jobs waiting for delivery to CXone", registry=r),
         dead_letter_depth=Gauge("byoc_dead_letter_depth", "Dead letters kept", registry=r),
-        reloads=Counter("byoc_reloads", "Configuration reloads", ["outcome"], registry=r),
+        reloads=_Counter("byoc_reloads", "Configuration reloads", ["outcome"], registry=r),
         mapping_info=Gauge(
             "byoc_mapping_info", "Loaded mappings (value 1)", ["mapping", "version"], registry=r
         ),
-        token_refreshes=Counter(
+        token_refreshes=_Counter(
             "byoc_cxone_token_refreshes", "Access tokens fetched from CXone", registry=r
         ),
-        tokens_issued=Counter(
+        tokens_issued=_Counter(
             "byoc_tokens_issued", "Bearer tokens issued to CXone", ["outcome"], registry=r
         ),
-        upstream_errors=Counter(
+        upstream_errors=_Counter(
             "byoc_upstream_errors", "Failed upstream calls", ["upstream", "kind"], registry=r
         ),
-        lookups=Counter(
+        lookups=_Counter(
             "byoc_lookups",
             "Mapping lookups by outcome (failed: delivered with the fallback)",
             ["mapping", "lookup", "outcome"],
             registry=r,
         ),
-        media=Counter(
+        media=_Counter(
             "byoc_media_requests",
             "Requests for proxied platform files, by outcome",
             ["mapping", "outcome"],
