@@ -32,9 +32,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from gateway.cert_expiry import CertInfo, expiry_warnings, inspect_certificate
 from gateway.errors import ConfigError, Problem
 from gateway.secrets import Secret
-from gateway.tls import CertInfo, expiry_warnings, inspect_certificate, load_material
+from gateway.tls import load_material
 
 KeyType = Literal["rsa", "ec"]
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey

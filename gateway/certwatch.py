@@ -28,18 +28,20 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway.errors import ConfigError, GatewayError, Problem
-from gateway.settings import ListenerSettings, Settings, TlsClientSettings, TlsServerSettings
-from gateway.tls import (
+from gateway.cert_expiry import (
     CertificateWatcher,
     CertInfo,
-    CertSource,
     certificate_sources,
-    client_context,
     client_tls_sources,
     collect_certificates,
     expiry_warnings,
     register_cert_metrics,
+)
+from gateway.errors import ConfigError, GatewayError, Problem
+from gateway.settings import ListenerSettings, Settings, TlsClientSettings, TlsServerSettings
+from gateway.tls import (
+    CertSource,
+    client_context,
     reload_client_context,
     reload_server_context,
     server_context,

@@ -46,7 +46,7 @@ from gateway.errors import (
 )
 from gateway.http_errors import json_error
 from gateway.settings import ListenerSettings
-from gateway.tls import require_peer, wants_close
+from gateway.tls_peers import require_peer, wants_close
 
 log = logging.getLogger("gateway.edge")
 
@@ -199,7 +199,7 @@ def _peer_refusal(request: web.Request, allowed: Sequence[str]) -> web.Response 
 
 
 def _closing(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
-    if wants_close(request):  # tls.close_after_response: say so in the headers
+    if wants_close(request):  # tls_peers.close_after_response: say so in the headers
         response.force_close()
     return response
 
@@ -227,8 +227,8 @@ def peer_subjects_middleware(
 
     While `required` holds, a request without one gets 403 (`allowed` empty: any name).
     A connection accepted before the listener asked for certificates is served once and
-    then closed (see tls.require_peer). Either way, a response whose connection must
-    close (`tls.close_after_response`) says so in its headers.
+    then closed (see tls_peers.require_peer). Either way, a response whose connection must
+    close (`tls_peers.close_after_response`) says so in its headers.
     """
     get_allowed, get_required = _getter(allowed), _getter(required)
 

@@ -19,6 +19,13 @@ from aiohttp import web
 from cryptography import x509
 from prometheus_client import CollectorRegistry
 
+from gateway.cert_expiry import (
+    CertificateWatcher,
+    collect_certificates,
+    expiry_warnings,
+    inspect_certificate,
+    register_cert_metrics,
+)
 from gateway.certs import (
     CertificateAuthority,
     IssuedFiles,
@@ -38,17 +45,8 @@ from gateway.settings import (
     TlsClientSettings,
     TlsServerSettings,
 )
-from gateway.tls import (
-    CertificateWatcher,
-    check_peer,
-    client_context,
-    collect_certificates,
-    expiry_warnings,
-    inspect_certificate,
-    register_cert_metrics,
-    reload_server_context,
-    server_context,
-)
+from gateway.tls import client_context, reload_server_context, server_context
+from gateway.tls_peers import check_peer
 
 PASSWORD = "correct horse battery"
 

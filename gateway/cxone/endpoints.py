@@ -28,7 +28,7 @@ from gateway.media import ReplyUploads
 from gateway.routing import Routing
 from gateway.runtime import Gateway
 from gateway.settings import IntegrationSettings, LoggingSettings
-from gateway.tls import require_peer
+from gateway.tls_peers import require_peer
 
 log = logging.getLogger("gateway.cxone")
 
