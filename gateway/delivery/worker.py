@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from gateway import lookups, thread_state
 from gateway.cxone import threads as thread_alias
@@ -393,9 +395,8 @@ def _contact_id(body: Any) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)  # channel ids are few, contact ids repeat per thread
 def _quote(value: str) -> str:
-    from urllib.parse import quote
-
     return quote(value, safe="")
 
 
