@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +39,52 @@ async def test_messages_wake_one_worker_each_and_queued_ones_are_all_delivered(
         found = sum(claims)
         assert found == 4
         assert len(claims) <= 5 * found, claims
+
+
+async def test_a_backlog_drains_with_one_store_operation_per_message(tmp_path: Path) -> None:
+    # CXone holds the first message: the next four queue behind it in the store
+    async with start_world(tmp_path, backend="sqlite", poll_interval=30.0) as world:
+        store = world.gateway.store
+        calls: dict[str, list[int]] = {"claim": [], "complete": [], "complete_and_claim": []}
+        claim, complete, both = store.claim, store.complete, store.complete_and_claim
+
+        async def counting_claim(*args: Any, **kwargs: Any) -> Any:
+            jobs = await claim(*args, **kwargs)
+            calls["claim"].append(len(jobs))
+            return jobs
+
+        async def counting_complete(*args: Any, **kwargs: Any) -> Any:
+            calls["complete"].append(1)
+            return await complete(*args, **kwargs)
+
+        drained = asyncio.Event()
+
+        async def counting_both(*args: Any, **kwargs: Any) -> Any:
+            done, jobs = await both(*args, **kwargs)
+            calls["complete_and_claim"].append(len(jobs))
+            if len(calls["complete_and_claim"]) == 4:
+                drained.set()
+            return done, jobs
+
+        store.claim = counting_claim  # type: ignore[method-assign]
+        store.complete = counting_complete  # type: ignore[method-assign]
+        store.complete_and_claim = counting_both  # type: ignore[method-assign]
+        gate = world.cxone.hold("create_message")
+        conv, first = await world.dm("usr_zebra", "m0")
+        ids = [first]
+        for i in range(1, 5):
+            ids.append((await world.dm("usr_zebra", f"m{i}", conversation_id=conv))[1])
+        await world.cxone.wait_for(lambda: world.cxone.held("create_message") >= 1)
+        gate.set()
+        world.cxone.release()
+        for message_id in ids:
+            await world.delivered(CHAT_CHANNEL, message_id)
+        assert [m.message_id for m in world.cxone.messages] == ids
+        async with asyncio.timeout(5):  # CXone has m4 before its worker completes it
+            await drained.wait()
+        # m0 was handed over at intake and completed alone; its completion freed m1,
+        # claimed on its own; m1..m4 each completed and claimed the next in one step
+        assert calls["complete"] == [1]
+        assert sum(calls["claim"]) == 1
+        assert calls["complete_and_claim"] == [1, 1, 1, 0]
+        assert await store.depth() == 0

@@ -217,6 +217,42 @@ async def test_wrong_owner_or_wrong_job_is_ignored(store: Store) -> None:
     assert await store.depth() == 1
 
 
+async def test_complete_and_claim_completes_then_leases_the_next_head(
+    store: Store, clock: FakeClock
+) -> None:
+    await store.enqueue(jobs(("a", "a1"), ("a", "a2")), TTL)
+    [a1] = await store.claim("w", 1, LEASE)
+    # the thread's next job is claimable in the same step, now that its head is gone
+    done, [a2] = await store.complete_and_claim(a1, "w", LEASE)
+    assert done
+    assert a2.payload == b"a2"
+    assert await store.claim("other", 5, LEASE) == [], "a2 is leased to w"
+    assert await store.complete_and_claim(a2, "w", LEASE) == (True, [])
+    assert await store.depth() == 0
+    # another thread's head is claimed as well
+    await store.enqueue(jobs(("b", "b1"), ("c", "c1")), TTL)
+    [one] = await store.claim("w", 1, LEASE)
+    done, [two] = await store.complete_and_claim(one, "w", LEASE)
+    assert done
+    assert {one.payload, two.payload} == {b"b1", b"c1"}
+    assert await store.complete(two, "w")
+
+
+async def test_complete_and_claim_after_a_lost_lease_completes_nothing(
+    store: Store, clock: FakeClock
+) -> None:
+    await store.enqueue(jobs(("a", "a1"), ("a", "a2")), TTL)
+    [job] = await store.claim("slow", 1, LEASE)
+    clock.advance(LEASE)
+    [again] = await store.claim("w", 1, LEASE)
+    assert again.id == job.id
+    assert await store.complete_and_claim(job, "slow", LEASE) == (False, [])
+    assert await store.depth() == 2
+    done, [a2] = await store.complete_and_claim(again, "w", LEASE)
+    assert done
+    assert a2.payload == b"a2"
+
+
 # -- dedupe ----------------------------------------------------------------------------
 
 

@@ -201,26 +201,7 @@ class SqliteStore(Store):
         if limit <= 0:
             self._check_open()
             return []
-
-        def tx(conn: sqlite3.Connection) -> list[Job]:
-            now = self._clock()
-            ready = conn.execute(READY_SQL, (now, limit)).fetchall()
-            out: list[Job] = []
-            for (key,) in ready:
-                head = conn.execute(HEAD_SQL, (key,)).fetchone()
-                if head is None:  # cannot happen; repair rather than wedge
-                    conn.execute("DELETE FROM threads WHERE thread_key = ?", (key,))
-                    continue
-                conn.execute(
-                    "UPDATE threads SET ready_at = ?, owner = ?, leased_id = ?"
-                    " WHERE thread_key = ?",
-                    (now + lease, owner, head[0], key),
-                )
-                attempts = len(orjson.loads(head[2]))
-                out.append(Job(head[0], key, bytes(head[1]), attempts, head[3]))
-            return out
-
-        return await self._write("claim", tx)
+        return await self._write("claim", lambda c: _claim(c, owner, limit, lease, self._clock()))
 
     @staticmethod
     def _held(conn: sqlite3.Connection, job: Job, owner: str, op: str) -> bool:
@@ -254,6 +235,20 @@ class SqliteStore(Store):
         if more:
             self.notify_work()
         return done
+
+    async def complete_and_claim(
+        self, job: Job, owner: str, lease: float
+    ) -> tuple[bool, list[Job]]:
+        def tx(conn: sqlite3.Connection) -> tuple[bool, bool, list[Job]]:
+            now = self._clock()
+            done = self._held(conn, job, owner, "complete")
+            more = done and self._pop_head(conn, job, now)
+            return done, more, _claim(conn, owner, 1, lease, now)
+
+        done, more, claimed = await self._write("complete", tx)
+        if more and all(j.thread_key != job.thread_key for j in claimed):
+            self.notify_work()  # the thread's next job is for another worker
+        return done, claimed
 
     async def retry_later(
         self, job: Job, owner: str, not_before: float, attempt: dict[str, Any]
@@ -391,6 +386,23 @@ class SqliteStore(Store):
             "unlock",
             lambda c: c.execute("DELETE FROM locks WHERE name = ? AND token = ?", (name, token)),
         )
+
+
+def _claim(conn: sqlite3.Connection, owner: str, limit: int, lease: float, now: float) -> list[Job]:
+    """Lease up to `limit` ready thread heads to `owner` (inside the caller's transaction)."""
+    out: list[Job] = []
+    for (key,) in conn.execute(READY_SQL, (now, limit)).fetchall():
+        head = conn.execute(HEAD_SQL, (key,)).fetchone()
+        if head is None:  # cannot happen; repair rather than wedge
+            conn.execute("DELETE FROM threads WHERE thread_key = ?", (key,))
+            continue
+        conn.execute(
+            "UPDATE threads SET ready_at = ?, owner = ?, leased_id = ? WHERE thread_key = ?",
+            (now + lease, owner, head[0], key),
+        )
+        attempts = len(orjson.loads(head[2]))
+        out.append(Job(head[0], key, bytes(head[1]), attempts, head[3]))
+    return out
 
 
 def _insert_job(

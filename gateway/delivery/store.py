@@ -39,7 +39,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from gateway.clock import Clock, system_clock
-from gateway.errors import StoreError
+from gateway.errors import GatewayError, StoreError
 from gateway.ids import unique_id
 
 if TYPE_CHECKING:
@@ -156,6 +156,23 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def complete(self, job: Job, owner: str) -> bool:
         """Remove a finished job; False (nothing changed) if `owner` lost the lease."""
+
+    async def complete_and_claim(
+        self, job: Job, owner: str, lease: float
+    ) -> tuple[bool, list[Job]]:
+        """`complete`, then `claim(owner, 1, lease)`: what a worker does between two jobs.
+
+        (completed, claimed). Backends that can do both in one transaction do (SQLite:
+        one commit per message fewer while a backlog drains); the claim finds the
+        thread's next job too, now that its head is gone. A failed claim after a done
+        completion claims nothing.
+        """
+        done = await self.complete(job, owner)
+        try:
+            return done, await self.claim(owner, 1, lease)
+        except GatewayError as exc:
+            log.warning("store unavailable while claiming: %s", exc)
+            return done, []
 
     @abc.abstractmethod
     async def retry_later(

@@ -132,7 +132,8 @@ class Workers:
     async def _run(self, owner: str) -> None:
         store = self._gw.store
         settings = self._gw.settings.delivery
-        while not self._stopping.is_set() or self._direct:
+        claimed: list[Job] = []  # the next job, claimed as the last one completed
+        while not self._stopping.is_set() or self._direct or claimed:
             if self._direct:
                 job, record = self._direct.popleft()
                 if self._gw.clock() - job.enqueued_at < settings.lease_seconds / 2:
@@ -140,18 +141,24 @@ class Workers:
                 else:  # waited too long: let the lease expire and the job be claimed
                     log.warning("job %s waited too long for a worker; left to the queue", job.id)
                 continue
-            try:
-                jobs = await store.claim(owner, 1, settings.lease_seconds)
-            except GatewayError as exc:
-                log.warning("store unavailable while claiming: %s", exc)
-                await self._pause(settings.poll_interval * 4)
-                continue
-            if not jobs:
-                await self._wait_idle()
-                continue
+            if claimed:
+                jobs, claimed = claimed, []
+            else:
+                try:
+                    jobs = await store.claim(owner, 1, settings.lease_seconds)
+                except GatewayError as exc:
+                    log.warning("store unavailable while claiming: %s", exc)
+                    await self._pause(settings.poll_interval * 4)
+                    continue
+                if not jobs:
+                    await self._wait_idle()
+                    continue
             self._wake_one()  # there may be more: another idle worker looks
             for job in jobs:
-                await self._deliver(job, owner)
+                # while a backlog drains, a delivered job is completed and the next one
+                # claimed in one store operation (one transaction with SQLite)
+                next_too = not claimed and not self._stopping.is_set()
+                claimed += await self._deliver(job, owner, claim_next=next_too)
 
     async def _dispatch(self) -> None:
         """Wake one idle worker per store notification and per poll interval.
@@ -185,24 +192,31 @@ class Workers:
                 waiter.set_result(None)
                 return
 
-    async def _deliver(self, job: Job, owner: str, record: InboundJob | None = None) -> None:
+    async def _deliver(
+        self, job: Job, owner: str, record: InboundJob | None = None, *, claim_next: bool = False
+    ) -> list[Job]:
         try:
-            await self.process(job, owner, record)
+            return await self.process(job, owner, record, claim_next=claim_next)
         except GatewayError as exc:  # e.g. the store went away mid-job
             # the job stays leased; when the lease runs out it is tried again
             log.warning("job %s left for a later attempt: %s", job.id, exc)
         except Exception:  # never let one job kill the worker
             log.exception("worker failed on job %s", job.id)
+        return []
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
             async with asyncio.timeout(seconds):
                 await self._stopping.wait()
 
-    async def process(self, job: Job, owner: str, record: InboundJob | None = None) -> None:
+    async def process(
+        self, job: Job, owner: str, record: InboundJob | None = None, *, claim_next: bool = False
+    ) -> list[Job]:
         """Deliver one job and record the outcome in the store.
 
         `record`: the job's payload already decoded (a job handed over at intake).
+        `claim_next`: once delivered, complete the job and claim the next for `owner` in
+        one store operation; the claimed jobs are returned (else nothing is claimed).
         """
         gw = self._gw
         started = time.monotonic()
@@ -213,13 +227,13 @@ class Workers:
                 await gw.store.dead_letter(
                     job, owner, "undecodable job payload", _attempt(gw, "decode")
                 )
-                return
+                return []
         routing = gw.routing
         mapping = routing.mappings.get(record.mapping)
         if mapping is None:
             reason = f"mapping {record.mapping!r} is no longer loaded"
             await self._dead(job, owner, record, reason, kind="mapping_unloaded")
-            return
+            return []
         call = record.call
         if call is None or record.version != mapping.version:
             # rendered here, not at intake: lookups may call the platform, media URLs are
@@ -229,10 +243,10 @@ class Workers:
                 routed = await mapping.render_inbound(record.as_item(), io)
             except MappingRuntimeError as exc:
                 await self._dead(job, owner, record, str(exc), kind="mapping_error")
-                return
+                return []
             if isinstance(routed, Ignored):
                 await gw.store.complete(job, owner)
-                return
+                return []
             call = routed
             lookups.count(gw, mapping.name, call.lookups)
         channel_id = routing.channel_id(mapping.name, call.channel)
@@ -244,7 +258,7 @@ class Workers:
                 f"no CXone channel is bound to {mapping.name}/{call.channel} in gateway.yaml",
                 kind="no_channel",
             )
-            return
+            return []
         tkey = thread_key(mapping.name, call.channel, call.thread_id)
         path = call.path.replace("{channel_id}", _quote(channel_id))
         if "{contact_id}" in path:
@@ -259,19 +273,19 @@ class Workers:
                     mapping.name, call.channel, call.route, "inbound", "skipped"
                 ).inc()
                 await gw.store.complete(job, owner)
-                return
+                return []
             path = path.replace("{contact_id}", _quote(contact.decode()))
         try:
             await gw.cxone.auth.token()
         except UpstreamError as exc:  # no token: an outage of ours, not the message's fault
             await self._retry(job, owner, record, call, exc, "CXone authentication failed: ")
-            return
+            return []
         body = await thread_alias.for_cxone(gw.store, call)  # proactive: on CXone's thread
         try:
             result = await gw.cxone.call(call.method, path, body)
         except UpstreamUnavailable as exc:
             await self._retry(job, owner, record, call, exc)
-            return
+            return []
         except UpstreamRejected as exc:
             await self._dead(
                 job,
@@ -282,7 +296,7 @@ class Workers:
                 status=exc.status,
                 kind="cxone_refused",
             )
-            return
+            return []
         if call.state:
             await thread_state.save(
                 gw.store, mapping.name, call.channel, call.thread_id, call.state, gw.clock()
@@ -292,14 +306,19 @@ class Workers:
             if contact_id is not None:
                 await gw.store.kv_refresh(CONTACTS_NS, tkey, contact_id.encode(), _CONTACT_TTL)
             await remember_thread_channel(gw.store, mapping.name, call.thread_id, channel_id)
-        if not await gw.store.complete(job, owner):
+        if claim_next:
+            lease = gw.settings.delivery.lease_seconds
+            done, claimed = await gw.store.complete_and_claim(job, owner, lease)
+        else:
+            done, claimed = await gw.store.complete(job, owner), []
+        if not done:
             # our lease ran out during the call and another worker took the job: it will
             # be sent again (CXone drops the repeat by idOnExternalPlatform)
             log.warning(
                 "delivered after losing the lease; the job may be delivered again",
                 extra={"mapping": mapping.name, "route": call.route, "outcome": "lease_lost"},
             )
-            return
+            return claimed
         self.delivered += 1
         gw.metrics.messages.labels(
             mapping.name, call.channel, call.route, "inbound", "delivered"
@@ -318,6 +337,7 @@ class Workers:
                 "duration_ms": round((time.monotonic() - started) * 1000, 1),
             },
         )
+        return claimed
 
     async def _retry(
         self,
