@@ -23,7 +23,7 @@ import aiohttp
 from gateway import jsonutil
 from gateway.clock import Clock, system_clock
 from gateway.mapping import CompiledMapping, load_mapping
-from gateway.platform.signatures import sign
+from gateway.platform.signing import sign
 from gateway.runtime import Gateway
 from gateway.sandbox.cxone import AgentResult, CxoneSim, CxoneSimConfig, ReceivedMessage
 from gateway.sandbox.wiring import SandboxSecrets, sandbox_config, sandbox_env, write_settings

@@ -22,12 +22,8 @@ from multidict import CIMultiDict
 
 from gateway.clock import FakeClock
 from gateway.errors import ConfigError, Unauthorized
-from gateway.platform.signatures import (
-    MAX_CANDIDATES,
-    Verifier,
-    compile_verifier,
-    sign,
-)
+from gateway.platform.signatures import MAX_CANDIDATES, Verifier, compile_verifier
+from gateway.platform.signing import sign
 from gateway.secrets import Secret, resolve_tree
 
 NOW = 1_764_158_400
