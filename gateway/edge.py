@@ -359,6 +359,15 @@ async def read_body_limited(request: web.BaseRequest, max_bytes: int) -> bytes:
     inflater = _inflater(request.headers.get("Content-Encoding"))
     if request.content_length is not None and request.content_length > max_bytes:
         raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
+    content = request.content
+    if inflater is None and content.is_eof() and not content.exception():
+        # the whole body has arrived (most webhooks fit in a packet or two): no deadline,
+        # no chunk loop
+        body = content.read_nowait()
+        if len(body) > max_bytes:
+            raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
+        request[_BODY] = body
+        return body
     deadline = request.get(_DEADLINE)
     if deadline is None:
         deadline = asyncio.get_running_loop().time() + DEFAULT_READ_TIMEOUT

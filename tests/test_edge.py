@@ -149,6 +149,25 @@ async def test_plain_bodies_over_the_limit(edge: tuple[list[ListenerSettings], s
     assert status == 413
 
 
+async def test_a_body_that_arrived_whole_is_held_to_the_same_limit(
+    edge: tuple[list[ListenerSettings], str],
+) -> None:
+    # one write: the body is all there when the handler reads it (no chunk loop then)
+    current, base = edge
+    current[0] = ListenerSettings(max_body_bytes=16, read_timeout=0.5)
+    port = int(base.rsplit(":", 1)[1])
+
+    def chunked(body: bytes) -> bytes:
+        head = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        return head + b"Connection: close\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+
+    over = await raw_exchange(port, chunked(b"z" * 17))
+    assert over.startswith(b"HTTP/1.1 413")
+    within = await raw_exchange(port, chunked(b"z" * 16))
+    assert within.startswith(b"HTTP/1.1 200")
+    assert b'"size": 16' in within or b'"size":16' in within
+
+
 async def test_slow_drip_body_gets_408(edge: tuple[list[ListenerSettings], str]) -> None:
     _, base = edge
     port = int(base.rsplit(":", 1)[1])
