@@ -63,7 +63,7 @@ def steps(n: int, store_kind: str) -> dict[str, Any]:
     from gateway.mapping import OutboundContext, PlatformResponse
     from gateway.metrics import create_metrics
     from gateway.routing import load_routing
-    from gateway.settings import load_settings
+    from gateway.settings_loader import load_settings
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-hotpath-"))
     cfg = write_gateway_yaml(

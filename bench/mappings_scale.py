@@ -68,7 +68,7 @@ def generate(directory: Path, count: int) -> list[str]:
 LOAD_SCRIPT = """
 import json, resource, sys, time
 from pathlib import Path
-from gateway.settings import load_settings
+from gateway.settings_loader import load_settings
 from gateway.mapping import load_mapping_dir, run_inline_tests
 from gateway.routing import load_routing
 env = json.loads(sys.argv[2])

@@ -223,7 +223,7 @@ def check_certificates(
 def check_certificates_file(path: Path) -> CertificateReport:
     """`check_certificates` for a gateway.yaml and the mappings in its mappings_dir (blocking)."""
     from gateway.mapping import load_mapping_dir
-    from gateway.settings import load_settings
+    from gateway.settings_loader import load_settings
 
     settings = load_settings(path)
     try:
@@ -324,7 +324,7 @@ def merge_reloaded(running: Settings, fresh: Settings) -> Settings:
 
 def reread_settings(running: Settings) -> Settings:
     """Read gateway.yaml again for a reload (blocking); the running one without a file."""
-    from gateway.settings import load_settings
+    from gateway.settings_loader import load_settings
 
     if running.source is None:
         return running

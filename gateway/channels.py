@@ -230,7 +230,7 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
 def run_channels_command(args: argparse.Namespace) -> int:
     """Load gateway.yaml and the mappings, then run the action against CXone."""
     from gateway.routing import load_routing
-    from gateway.settings import load_settings
+    from gateway.settings_loader import load_settings
 
     try:
         settings = load_settings(args.config)

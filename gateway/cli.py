@@ -119,7 +119,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from gateway.logs import configure_logging
     from gateway.server import run
-    from gateway.settings import load_settings
+    from gateway.settings_loader import load_settings
 
     settings = load_settings(args.config)
     configure_logging(settings.logging.level, settings.logging.format)
@@ -138,7 +138,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from gateway import jsonutil
     from gateway.mapping.check import check_paths, format_report
-    from gateway.settings import check_settings_file
+    from gateway.settings_loader import check_settings_file
 
     paths = list(args.paths) or [Path("mappings")]
     report = check_paths(paths, check_secrets=not args.no_secrets)

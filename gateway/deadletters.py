@@ -111,7 +111,7 @@ def _config_option(parser: argparse.ArgumentParser, default: Any) -> None:
 
 def run_dead_letter_command(args: argparse.Namespace) -> int:
     """Open the store of `args.config` and run one action; return the exit code."""
-    from gateway.settings import load_settings
+    from gateway.settings_loader import load_settings
 
     settings = load_settings(args.config)  # ConfigError: cli.py reports it (exit 1)
     return asyncio.run(_run(args, settings.store))

@@ -150,7 +150,7 @@ def _where(args: argparse.Namespace) -> tuple[str, str, ssl.SSLContext | None]:
     settings = None
     if args.config is not None:
         from gateway.errors import ConfigError
-        from gateway.settings import load_settings
+        from gateway.settings_loader import load_settings
 
         try:
             settings = load_settings(args.config)

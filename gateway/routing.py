@@ -18,7 +18,8 @@ from gateway.cxone.tokens import TokenIssuer
 from gateway.errors import ConfigError, MappingError, Problem
 from gateway.mapping import CompiledMapping, TestFailure, load_mapping_dir, run_inline_tests
 from gateway.platform.signatures import Verifier, compile_verifier
-from gateway.settings import ChannelBinding, IntegrationSettings, Settings, load_settings
+from gateway.settings import ChannelBinding, IntegrationSettings, Settings
+from gateway.settings_loader import load_settings
 
 
 @dataclass(frozen=True)

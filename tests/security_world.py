@@ -46,7 +46,8 @@ from gateway.sandbox.wiring import (
 )
 from gateway.secrets import Secret
 from gateway.server import RunningGateway, start_gateway
-from gateway.settings import Settings, TlsClientSettings, TlsServerSettings, load_settings
+from gateway.settings import Settings, TlsClientSettings, TlsServerSettings
+from gateway.settings_loader import load_settings
 from gateway.tls import client_context, server_context
 from tests.harness import InThread, cxone_config, wh_config
 

@@ -33,7 +33,7 @@ from yarl import URL
 from gateway import certwatch
 from gateway.certs import issue_server_cert
 from gateway.certwatch import check_certificates
-from gateway.settings import load_settings
+from gateway.settings_loader import load_settings
 from tests.security_world import (
     CHAT_CHANNEL,
     SECRETS,

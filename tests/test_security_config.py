@@ -11,7 +11,7 @@ from gateway.cxone.tokens import TokenGrant
 from gateway.errors import ConfigError
 from gateway.sandbox.wiring import sandbox_config, sandbox_env
 from gateway.secrets import Secret
-from gateway.settings import load_settings
+from gateway.settings_loader import load_settings
 
 
 def _yaml(tmp_path: Path) -> str:

@@ -20,7 +20,8 @@ from gateway.certwatch import prepare_tls
 from gateway.errors import ConfigError
 from gateway.secrets import Secret
 from gateway.server import start_gateway
-from gateway.settings import TlsClientSettings, load_settings
+from gateway.settings import TlsClientSettings
+from gateway.settings_loader import load_settings
 from gateway.tls import client_context
 from tests.security_world import (
     CHAT_CHANNEL,

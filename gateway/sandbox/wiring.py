@@ -13,7 +13,8 @@ from typing import Any
 
 import yaml
 
-from gateway.settings import Settings, load_settings
+from gateway.settings import Settings
+from gateway.settings_loader import load_settings
 
 REPO_MAPPINGS = Path(__file__).resolve().parent.parent.parent / "mappings"
 
