@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 _COMMAND_MODULES = (
-    "gateway.certs",
+    "gateway.certscmd",
     "gateway.trycmd",
     "gateway.reloadcmd",
     "gateway.deadletters",

@@ -12,15 +12,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from gateway.certs import (
-    add_commands,
-    create_ca,
-    issue_client_cert,
-    issue_server_cert,
-    load_ca,
-    run_certs_command,
-    show,
-)
+from gateway.certs import create_ca, issue_client_cert, issue_server_cert, load_ca, show
+from gateway.certscmd import add_commands, run_certs_command
 from gateway.errors import ConfigError
 
 
