@@ -6,8 +6,8 @@ Limits, from the socket inwards (each listener has its own `ListenerSettings`):
    count, and `keepalive_timeout`, which closes a connection that has not delivered a
    complete request head in time (idle keep-alive and slow-header drips alike).
    `harden_server` makes its answer to a malformed head a JSON 400 without an echo.
-2. `edge_middleware`, one layer doing in order: the allow-list (X-Forwarded-For only
-   from trusted proxies; `ip_allow_middleware` alone), mTLS names (a verified
+2. `edge_middleware`, one layer doing in order: the allow-list (the caller's address
+   from `gateway.client_address`; `ip_allow_middleware` alone), mTLS names (a verified
    certificate with an accepted name; `peer_subjects_middleware` alone), and the
    deadline for reading the body. It answers with JSON errors itself, so its place
    relative to the error middleware is free.
@@ -23,10 +23,7 @@ Error bodies are `{"error": code, "message": ...}` and never echo the input.
 from __future__ import annotations
 
 import asyncio
-import functools
-import ipaddress
 import logging
-import re
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeAlias, TypeVar
@@ -35,12 +32,11 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from aiohttp.web_protocol import RequestHandler
 
+from gateway.client_address import client_ip, parse_networks, within
 from gateway.errors import (
     BadRequest,
-    ConfigError,
     Forbidden,
     PayloadTooLarge,
-    Problem,
     RequestTimeout,
     UnsupportedEncoding,
 )
@@ -50,8 +46,6 @@ from gateway.tls_peers import require_peer, wants_close
 
 log = logging.getLogger("gateway.edge")
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Protocol limits (aiohttp's own defaults, made explicit): a longer request line or
 # header line gives 400, and so do more headers than MAX_HEADERS.
@@ -80,103 +74,6 @@ def _getter(value: Provider[T]) -> Callable[[], T]:
     return lambda: value
 
 
-# --- client address and allow-list -----------------------------------------------------
-
-
-@functools.lru_cache(maxsize=64)
-def parse_networks(cidrs: tuple[str, ...], setting: str = "allow") -> tuple[IPNetwork, ...]:
-    """Parse CIDRs (a bare address is a /32 or /128); ConfigError names the bad entry."""
-    out = []
-    for i, cidr in enumerate(cidrs):
-        try:
-            out.append(ipaddress.ip_network(cidr.strip(), strict=False))
-        except ValueError:
-            raise ConfigError(
-                Problem("", f"{setting}/{i}", f"{cidr!r} is not an IP network", "write 10.0.0.0/8")
-            ) from None
-    return tuple(out)
-
-
-def _parse_ip(text: str) -> IPAddress | None:
-    text = text.strip()
-    if text.startswith("["):  # [v6]:port
-        text = text[1 : text.find("]")]
-    elif text.count(":") == 1:  # v4:port
-        text = text.partition(":")[0]
-    try:
-        addr = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped  # a dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d
-    return addr
-
-
-def _within(addr: IPAddress, networks: Iterable[IPNetwork]) -> bool:
-    return any(addr.version == net.version and addr in net for net in networks)
-
-
-def _peer(request: web.BaseRequest) -> IPAddress | None:
-    transport = request.transport
-    peer = transport.get_extra_info("peername") if transport is not None else None
-    return _parse_ip(str(peer[0])) if isinstance(peer, tuple) and peer else None
-
-
-def client_ip(request: web.BaseRequest, trusted_proxies: Sequence[str]) -> IPAddress | None:
-    """The caller's address: the socket peer, or the right-most untrusted X-Forwarded-For hop.
-
-    X-Forwarded-For is read only when the socket peer is a trusted proxy; hops added by
-    trusted proxies are skipped from the right. None when unknown (fail closed).
-    """
-    addr = _peer(request)
-    trusted = parse_networks(tuple(trusted_proxies), "trusted_proxies")
-    if addr is None or not _within(addr, trusted):
-        return addr
-    hops = [h for line in request.headers.getall("X-Forwarded-For", ()) for h in line.split(",")]
-    for hop in reversed([h for h in hops if h.strip()]):
-        hop_addr = _parse_ip(hop)
-        if hop_addr is None:
-            return None  # a trusted proxy wrote junk: trust nothing further left
-        addr = hop_addr
-        if not _within(addr, trusted):
-            return addr
-    return addr  # every hop is a trusted proxy: the left-most one is the caller
-
-
-_FORWARDED_HOST = re.compile(
-    r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(:[0-9]{1,5})?$"
-)
-
-
-def _last_value(request: web.BaseRequest, name: str) -> str | None:
-    values = [v.strip() for line in request.headers.getall(name, ()) for v in line.split(",")]
-    values = [v for v in values if v]
-    return values[-1] if values else None
-
-
-def forwarded_origin(request: web.BaseRequest, trusted_proxies: Sequence[str]) -> str | None:
-    """`scheme://host` from X-Forwarded-Proto / -Host, when a trusted proxy sent them.
-
-    Read only when the socket peer is a trusted proxy, and only the right-most value of
-    each header (the one the nearest proxy wrote; values to its left came from further
-    away, perhaps from the client). None when the peer is not trusted, neither header is
-    there, or a value is not a plain `http`/`https` or `host[:port]`.
-    """
-    addr = _peer(request)
-    trusted = parse_networks(tuple(trusted_proxies), "trusted_proxies")
-    if addr is None or not _within(addr, trusted):
-        return None
-    proto = _last_value(request, "X-Forwarded-Proto")
-    host = _last_value(request, "X-Forwarded-Host")
-    if proto is None and host is None:
-        return None
-    scheme = (proto or request.scheme).lower()
-    host = host or request.host
-    if scheme not in ("http", "https") or not _FORWARDED_HOST.match(host):
-        return None
-    return f"{scheme}://{host}"
-
-
 def _ip_refusal(
     request: web.Request, cidrs: Sequence[str], trusted_proxies: Sequence[str]
 ) -> web.Response | None:
@@ -184,7 +81,7 @@ def _ip_refusal(
     allowed = parse_networks(tuple(cidrs))
     if allowed:
         addr = client_ip(request, trusted_proxies)
-        if addr is None or not _within(addr, allowed):
+        if addr is None or not within(addr, allowed):
             return json_error(403, "forbidden", "this client address is not allowed")
     return None
 

@@ -17,7 +17,8 @@ import jinja2
 from aiohttp import web
 
 from gateway import __version__
-from gateway.edge import client_ip, read_body_limited
+from gateway.client_address import client_ip
+from gateway.edge import read_body_limited
 from gateway.keys import GATEWAY
 
 MAX_FORM_BYTES = 16_384

@@ -16,11 +16,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway import jsonutil
+from gateway.client_address import client_ip, forwarded_origin
 from gateway.edge import (
     check_json_depth,
-    client_ip,
     edge_middleware,
-    forwarded_origin,
     ip_allow_middleware,
     read_body_limited,
     server_kwargs,

@@ -17,9 +17,10 @@ from typing import Any, Literal
 from aiohttp import web
 
 from gateway import jsonutil, thread_state
+from gateway.client_address import client_ip
 from gateway.cxone import threads
 from gateway.delivery.worker import remember_thread_channel, thread_channel
-from gateway.edge import check_json_depth, client_ip, read_body_limited
+from gateway.edge import check_json_depth, read_body_limited
 from gateway.errors import BadRequest, GatewayError, NotFound, RequestError
 from gateway.keys import GATEWAY
 from gateway.logs import text_for_log

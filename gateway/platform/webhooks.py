@@ -14,9 +14,10 @@ from typing import Any
 from aiohttp import web
 
 from gateway import jsonutil
+from gateway.client_address import forwarded_origin
 from gateway.delivery.jobs import InboundJob, thread_key
 from gateway.delivery.store import Job, NewJob
-from gateway.edge import check_json_depth, forwarded_origin, read_body_limited
+from gateway.edge import check_json_depth, read_body_limited
 from gateway.errors import MappingRuntimeError, NotFound, StoreError
 from gateway.http_errors import json_error
 from gateway.keys import GATEWAY
