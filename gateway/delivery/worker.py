@@ -134,7 +134,7 @@ class Workers:
         settings = self._gw.settings.delivery
         claimed: list[Job] = []  # the next job, claimed as the last one completed
         while not self._stopping.is_set() or self._direct or claimed:
-            if self._direct:
+            if self._direct and not claimed:  # a job claimed already goes first
                 job, record = self._direct.popleft()
                 if self._gw.clock() - job.enqueued_at < settings.lease_seconds / 2:
                     await self._deliver(job, self.direct_owner, record)
