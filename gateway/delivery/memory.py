@@ -1,7 +1,14 @@
-"""In-process store for tests and single-shot tools: same semantics, nothing durable."""
+"""In-process store for tests and single-shot tools: same semantics, nothing durable.
+
+Claimable threads are found through a heap of (ready_at, order, thread) entries, one
+pushed whenever a thread's ready_at or order changes; an entry that no longer matches
+its thread is dropped when it reaches the top. A claim therefore costs O(log n), not a
+scan and sort of every thread with jobs (the backlog of a benchmark: 500 threads).
+"""
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,6 +44,7 @@ class MemoryStore(Store):
     def __init__(self, clock: Clock = system_clock) -> None:
         super().__init__(clock)
         self._threads: dict[str, _Thread] = {}
+        self._ready: list[tuple[float, int, str]] = []  # heap; see the module docstring
         self._dedupe: dict[str, float] = {}
         self._dead: dict[str, tuple[int, DeadLetter]] = {}
         self._kv: dict[tuple[str, str], tuple[bytes, float | None]] = {}
@@ -47,6 +55,13 @@ class MemoryStore(Store):
     def _next(self) -> int:
         self._seq += 1
         return self._seq
+
+    def _schedule(self, key: str, thread: _Thread) -> None:
+        """Record the thread's new (ready_at, order); older entries become stale."""
+        if len(self._ready) > 4 * len(self._threads) + 64:  # mostly stale: rebuild
+            self._ready = [(t.ready_at, t.order, k) for k, t in self._threads.items()]
+            heapq.heapify(self._ready)
+        heapq.heappush(self._ready, (thread.ready_at, thread.order, key))
 
     async def open(self) -> None:
         self._opened = True
@@ -65,10 +80,12 @@ class MemoryStore(Store):
         if thread is None:
             thread = _Thread(deque([rec]), now, self._next())
             self._threads[rec.thread_key] = thread
+            leased = lease is not None
             if lease is not None:
                 thread.owner, thread.leased_id = lease[0], rec.id
                 thread.ready_at = now + lease[1]
-                return True
+            self._schedule(rec.thread_key, thread)
+            return leased
         else:
             thread.jobs.append(rec)
         return False
@@ -109,15 +126,18 @@ class MemoryStore(Store):
     async def claim(self, owner: str, limit: int, lease: float) -> list[Job]:
         self._check_open()
         now = self._clock()
-        ready = [(t.ready_at, t.order, k) for k, t in self._threads.items() if t.ready_at <= now]
-        ready.sort()
         out: list[Job] = []
-        for _, _, key in ready[: max(limit, 0)]:
-            thread = self._threads[key]
+        ready = self._ready
+        while ready and len(out) < limit and ready[0][0] <= now:
+            ready_at, order, key = heapq.heappop(ready)
+            thread = self._threads.get(key)
+            if thread is None or thread.ready_at != ready_at or thread.order != order:
+                continue  # stale: the thread changed since this entry was pushed
             head = thread.jobs[0]
             thread.ready_at = now + lease
             thread.owner = owner
             thread.leased_id = head.id
+            self._schedule(key, thread)  # claimable again when the lease runs out
             out.append(Job(head.id, key, head.payload, len(head.attempts), head.enqueued_at))
         return out
 
@@ -133,6 +153,7 @@ class MemoryStore(Store):
         if thread.jobs:
             thread.ready_at, thread.order = now, self._next()
             thread.owner = thread.leased_id = None
+            self._schedule(key, thread)
             self.notify_work()
         else:
             del self._threads[key]
@@ -156,6 +177,7 @@ class MemoryStore(Store):
         thread.jobs[0].attempts.append(dict(attempt))
         thread.ready_at, thread.order = not_before, self._next()
         thread.owner = thread.leased_id = None
+        self._schedule(job.thread_key, thread)
         return True
 
     async def dead_letter(self, job: Job, owner: str, reason: str, attempt: dict[str, Any]) -> bool:
