@@ -162,3 +162,34 @@ def test_user_text_is_never_evaluated() -> None:
         "t": hostile,
         "u": "x" + hostile,
     }
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "a | default('d')",
+        "a | default(none)",
+        "a | default(b)",
+        "a | default(now_iso_ms())",
+        "a | default(omit)",
+    ],
+)
+@pytest.mark.parametrize(
+    "context",
+    [{}, {"a": 1}, {"a": None}, {"b": "x"}, {"a": {"k": [1, "é"]}, "b": 2}, {"a": "", "b": None}],
+)
+def test_default_fast_path_renders_what_jinja_renders(expr: str, context: dict[str, Any]) -> None:
+    from gateway.mapping.templates import DefaultName, Native, environment
+
+    fast = build("{{ " + expr + " }}")
+    assert isinstance(fast, DefaultName)
+    jinja = Native(environment("native").compile_expression(expr, undefined_to_none=False), "body")
+
+    def outcome(node: Node) -> tuple[str, Any]:
+        try:
+            return "value", node.render(context)
+        except RenderError as exc:
+            return "error", str(exc)
+
+    with fixed_clock(lambda: 1_764_158_400.5):
+        assert outcome(fast) == outcome(jinja)

@@ -156,23 +156,34 @@ class Name(Node):
 
 
 class DefaultName(Node):
-    """Fast path for `{{ field | default(constant) }}`, the commonest optional leaf."""
+    """Fast path for `{{ field | default(x) }}`, the commonest optional leaf.
 
-    __slots__ = ("fallback", "label", "name")
+    `x` is a constant, `omit`, another field, or `now_iso_ms()`. A field or the call is
+    evaluated only when `field` is missing (Jinja evaluates it every time; neither can
+    fail or has an effect, so only the work differs).
+    """
 
-    def __init__(self, name: str, fallback: Any, label: str) -> None:
+    __slots__ = ("fallback", "label", "name", "otherwise")
+
+    def __init__(self, name: str, fallback: Any, label: str, otherwise: Node | None = None) -> None:
         self.name = name
         self.fallback = fallback
         self.label = label
+        self.otherwise = otherwise  # the fallback when it is not a constant
 
     def render(self, context: Mapping[str, Any]) -> Any:
         value = context.get(self.name, _MISSING)
-        return _finalize(self.fallback if value is _MISSING else value, self.label)
+        if value is not _MISSING:
+            return _finalize(value, self.label)
+        if self.otherwise is not None:
+            return self.otherwise.render(context)
+        return _finalize(self.fallback, self.label)
 
 
 def _default_of_name(
-    env: ImmutableSandboxedEnvironment, expr: str, label: str
-) -> DefaultName | None:
+    env: ImmutableSandboxedEnvironment, expr: str
+) -> tuple[str, Any, str | None] | None:
+    """(field, constant fallback, fallback expression) for `field | default(...)`, else None."""
     body = env.parse("{{ " + expr + " }}").body
     if len(body) != 1 or not isinstance(body[0], jinja2.nodes.Output) or len(body[0].nodes) != 1:
         return None
@@ -187,11 +198,21 @@ def _default_of_name(
         and node.dyn_kwargs is None
     ):
         return None
-    arg = node.args[0]
-    if isinstance(arg, jinja2.nodes.Name) and arg.name == "omit":
-        return DefaultName(node.node.name, OMIT, label)
+    name, arg = node.node.name, node.args[0]
+    if isinstance(arg, jinja2.nodes.Name):
+        return (name, OMIT, None) if arg.name == "omit" else (name, None, arg.name)
+    if (
+        isinstance(arg, jinja2.nodes.Call)
+        and isinstance(arg.node, jinja2.nodes.Name)
+        and arg.node.name == "now_iso_ms"  # other calls may fail: Jinja's eager order
+        and not arg.args
+        and not arg.kwargs
+        and arg.dyn_args is None
+        and arg.dyn_kwargs is None
+    ):
+        return name, None, arg.node.name + "()"
     try:
-        return DefaultName(node.node.name, arg.as_const(), label)
+        return name, arg.as_const(), None
     except jinja2.nodes.Impossible:
         return None
 
@@ -357,7 +378,11 @@ def _compile_leaf(source: str, pointer: str, report: Reporter, mode: Mode, label
     if kind == "name":
         return Name(value, label)
     if kind == "default":
-        return DefaultName(value[0], value[1], label)
+        name, fallback, lazy = value
+        otherwise = None
+        if lazy is not None:  # a field or a call: compiled as its own leaf
+            otherwise = _compile_leaf("{{ " + lazy + " }}", pointer, report, mode, label)
+        return DefaultName(name, fallback, label, otherwise)
     if kind == "native":
         return Native(value, label)
     return Text(value, label)
@@ -389,9 +414,9 @@ def _recipe(source: str, mode: Mode) -> tuple[str, Any]:
             expr = single.group("expr").strip()
             if _NAME.match(expr) and expr not in ("true", "false", "none", "True", "False", "None"):
                 return "name", expr
-            fast = _default_of_name(env, expr, "")
+            fast = _default_of_name(env, expr)
             if fast is not None:
-                return "default", (fast.name, fast.fallback)
+                return "default", fast
             return "native", env.compile_expression(expr, undefined_to_none=False)
         return "text", env.from_string(source)
     except jinja2.TemplateSyntaxError as exc:
