@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from gateway.mapping import values
 from gateway.mapping.expressions import (
     EvalContext,
     ExpressionError,
@@ -161,3 +165,12 @@ def test_now_iso_ms_reads_the_mapping_clock() -> None:
 
     with fixed_clock(lambda: 1764158400.25):
         assert ev("now_iso_ms()") == "2025-11-26T12:00:00.250Z"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(min_value=-62_135_596_800_000, max_value=253_402_300_799_999))
+def test_iso_from_ms_formats_as_strftime_does(ms: int) -> None:
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+    expected = f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
+    assert values.iso_from_ms(ms) == expected
+    assert values.iso_ms(ms) == values.iso_ms(str(ms)) == expected
