@@ -193,3 +193,42 @@ def test_default_fast_path_renders_what_jinja_renders(expr: str, context: dict[s
 
     with fixed_clock(lambda: 1_764_158_400.5):
         assert outcome(fast) == outcome(jinja)
+
+
+@pytest.mark.parametrize("mode", ["text", "path", "native"])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "/conversations/{{ thread_id }}/messages",
+        "{{ a }}{{ b }}",
+        "x={{ a }}&y={{ b }}\n",
+        "{{- a }} - {{ b -}}  ",
+        "{{ omit }}!",
+        "{{ now_iso_ms }}/x",
+    ],
+)
+@pytest.mark.parametrize(
+    "context",
+    [
+        {"thread_id": "cnv 1/é", "a": 1, "b": None},
+        {"thread_id": True, "a": {"k": [1]}, "b": 1.5},
+        {"a": "ok"},
+        {"thread_id": "t", "a": "", "b": "<&>"},
+    ],
+)
+def test_concat_fast_path_renders_what_jinja_renders(
+    mode: str, source: str, context: dict[str, Any]
+) -> None:
+    from gateway.mapping.templates import Concat, Text, environment
+
+    fast = build(source, mode=mode)
+    assert isinstance(fast, Concat)
+    jinja = Text(environment(mode).from_string(source), "body")  # type: ignore[arg-type]
+
+    def outcome(node: Node) -> tuple[str, Any]:
+        try:
+            return "value", node.render(context)
+        except RenderError as exc:
+            return "error", str(exc)
+
+    assert outcome(fast) == outcome(jinja)

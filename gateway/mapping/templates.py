@@ -264,6 +264,64 @@ class Text(Node):
             raise RenderError(_explain(exc, self.label)) from None
 
 
+class _Field(str):
+    """A `{{ field }}` part of a `Concat` (a str subclass only to tell it from text)."""
+
+
+class Concat(Node):
+    """Fast path for text of literal parts and plain `{{ field }}`s (most paths and URLs).
+
+    What Jinja's compiled template does for such a text, without its context objects:
+    each field is looked up in the context, then the globals, else undefined (strict),
+    passed through the environment's finalize (text: None is ""; path: URL-quoted) and
+    `str`; any failure is explained as Jinja's would be.
+    """
+
+    __slots__ = ("_finalize", "_globals", "_undefined", "label", "parts")
+
+    def __init__(
+        self, parts: tuple[str, ...], env: ImmutableSandboxedEnvironment, label: str
+    ) -> None:
+        self.parts = parts
+        self._finalize = env.finalize
+        self._globals = dict(env.globals)
+        self._undefined = env.undefined
+        self.label = label
+
+    def render(self, context: Mapping[str, Any]) -> Any:
+        out: list[str] = []
+        try:
+            for part in self.parts:
+                if type(part) is str:
+                    out.append(part)
+                    continue
+                value = context.get(part, _MISSING)
+                if value is _MISSING:
+                    value = self._globals.get(part, _MISSING)
+                if value is _MISSING:
+                    value = self._undefined(name=str(part))
+                out.append(str(self._finalize(value)))  # type: ignore[misc]
+        except Exception as exc:
+            raise RenderError(_explain(exc, self.label)) from None
+        return "".join(out)
+
+
+def _concat_parts(ast: jinja2.nodes.Template) -> tuple[str, ...] | None:
+    """The parts of a text that is only literal text and `{{ name }}`s, else None."""
+    parts: list[str] = []
+    for output in ast.body:
+        if not isinstance(output, jinja2.nodes.Output):
+            return None
+        for node in output.nodes:
+            if isinstance(node, jinja2.nodes.TemplateData):
+                parts.append(node.data)
+            elif isinstance(node, jinja2.nodes.Name) and node.ctx == "load":
+                parts.append(_Field(node.name))
+            else:
+                return None
+    return tuple(parts)
+
+
 class DictNode(Node):
     __slots__ = ("items",)
 
@@ -385,6 +443,8 @@ def _compile_leaf(source: str, pointer: str, report: Reporter, mode: Mode, label
         return DefaultName(name, fallback, label, otherwise)
     if kind == "native":
         return Native(value, label)
+    if kind == "concat":
+        return Concat(value, environment(mode), label)
     return Text(value, label)
 
 
@@ -418,6 +478,9 @@ def _recipe(source: str, mode: Mode) -> tuple[str, Any]:
             if fast is not None:
                 return "default", fast
             return "native", env.compile_expression(expr, undefined_to_none=False)
+        parts = _concat_parts(ast)
+        if parts is not None:
+            return "concat", parts
         return "text", env.from_string(source)
     except jinja2.TemplateSyntaxError as exc:
         return "error", (f"Jinja error: {exc.message}", _JINJA_FIX)
