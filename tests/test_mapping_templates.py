@@ -179,7 +179,8 @@ def test_user_text_is_never_evaluated() -> None:
     [{}, {"a": 1}, {"a": None}, {"b": "x"}, {"a": {"k": [1, "é"]}, "b": 2}, {"a": "", "b": None}],
 )
 def test_default_fast_path_renders_what_jinja_renders(expr: str, context: dict[str, Any]) -> None:
-    from gateway.mapping.templates import DefaultName, Native, environment
+    from gateway.mapping.template_env import environment
+    from gateway.mapping.template_nodes import DefaultName, Native
 
     fast = build("{{ " + expr + " }}")
     assert isinstance(fast, DefaultName)
@@ -219,7 +220,8 @@ def test_default_fast_path_renders_what_jinja_renders(expr: str, context: dict[s
 def test_concat_fast_path_renders_what_jinja_renders(
     mode: str, source: str, context: dict[str, Any]
 ) -> None:
-    from gateway.mapping.templates import Concat, Text, environment
+    from gateway.mapping.template_env import environment
+    from gateway.mapping.template_nodes import Concat, Text
 
     fast = build(source, mode=mode)
     assert isinstance(fast, Concat)

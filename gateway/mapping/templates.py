@@ -9,390 +9,37 @@ undefined; `omit` removes the key or list element it is assigned to.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from functools import cache, lru_cache
-from typing import Any, Literal
-from urllib.parse import quote
+from collections.abc import Callable, Iterable, Mapping
+from functools import lru_cache
+from typing import Any
 
 import jinja2
 import jinja2.nodes
-from jinja2.exceptions import SecurityError
-from jinja2.runtime import new_context
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from gateway import jsonutil
-from gateway.mapping import bridging, values
+from gateway.mapping import values
+from gateway.mapping.template_env import OMIT as OMIT
+from gateway.mapping.template_env import Mode as Mode
+from gateway.mapping.template_env import RenderError as RenderError
+from gateway.mapping.template_env import environment
+from gateway.mapping.template_nodes import (
+    Concat,
+    Const,
+    DefaultName,
+    DictNode,
+    ListNode,
+    Name,
+    Native,
+    Text,
+    concat_parts,
+    default_of_name,
+)
+from gateway.mapping.template_nodes import Node as Node
 from gateway.mapping.values import fixed_clock as fixed_clock
 
-Mode = Literal["native", "text", "path"]
 Reporter = Callable[[str, str, str], None]  # (pointer, reason, fix)
 
 _SINGLE = re.compile(r"^\{\{(?P<expr>(?:(?!\{\{|\}\}|\{%|%\}|\{#).)*)\}\}$", re.DOTALL)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-class _Omit:
-    """The `omit` sentinel: the key or element it is assigned to is left out."""
-
-    _instance: _Omit | None = None
-
-    def __new__(cls) -> _Omit:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "omit"
-
-    def __str__(self) -> str:
-        raise RenderError("`omit` can only be the whole value of a key or list element")
-
-
-OMIT = _Omit()
-
-
-class _Unquoted(str):
-    """Text marked by the `unquoted` filter: a path/url expression inserts it as is."""
-
-
-class RenderError(Exception):
-    """A template failed on one input; the reason names the field and the place."""
-
-
-def _now_iso_ms() -> str:
-    return values.current_iso_ms()
-
-
-def _urlquote(value: Any, safe: str = "") -> str:
-    return quote(values.to_str(value) or "", safe=safe)
-
-
-def _tojson(value: Any) -> str:
-    return jsonutil.dumps_str(value)
-
-
-def _text_finalize(value: Any) -> Any:
-    if value is None:
-        return ""
-    if value is OMIT:
-        raise RenderError("`omit` can only be the whole value of a key or list element")
-    return value
-
-
-def _path_finalize(value: Any) -> str:
-    if isinstance(value, _Unquoted):
-        return str(value)
-    if value is None or value is OMIT:
-        raise RenderError("an expression in the path or url gave null")
-    return quote(values.to_str(value) or "", safe="")
-
-
-def _make_env(finalize: Callable[[Any], Any]) -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        finalize=finalize,
-        keep_trailing_newline=True,
-    )
-    env.filters.update(
-        urlquote=_urlquote,
-        iso_ms=lambda v: None if v is None else values.iso_ms(v),
-        iso_s=lambda v: None if v is None else values.iso_s(v),
-        iso=lambda v: None if v is None else values.iso(v),
-        to_str=values.to_str,
-        tojson=_tojson,
-        unquoted=lambda v: _Unquoted(values.to_str(v) or ""),
-        join_ids=bridging.join_ids,
-        split_ids=bridging.split_ids,
-        media_url=bridging.media_url,
-    )
-    env.globals.update(omit=OMIT, now_iso_ms=_now_iso_ms)
-    return env
-
-
-@cache
-def environment(mode: Mode) -> ImmutableSandboxedEnvironment:
-    """Return the shared sandbox for a rendering mode (paths URL-quote every expression)."""
-    return _make_env(_path_finalize if mode == "path" else _text_finalize)
-
-
-class Node:
-    """A compiled template tree node."""
-
-    __slots__ = ()
-
-    def render(self, context: Mapping[str, Any]) -> Any:
-        raise NotImplementedError
-
-
-class Const(Node):
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def render(self, context: Mapping[str, Any]) -> Any:
-        return self.value
-
-
-class Name(Node):
-    """Fast path for a leaf that is just `{{ field }}`."""
-
-    __slots__ = ("label", "name")
-
-    def __init__(self, name: str, label: str) -> None:
-        self.name = name
-        self.label = label
-
-    def render(self, context: Mapping[str, Any]) -> Any:
-        try:
-            return _finalize(context[self.name], self.label)
-        except KeyError:
-            pass
-        found = environment("native").globals.get(self.name, _MISSING)
-        if found is _MISSING:
-            raise RenderError(_missing(self.name, self.label))
-        return _finalize(found, self.label)
-
-
-class DefaultName(Node):
-    """Fast path for `{{ field | default(x) }}`, the commonest optional leaf.
-
-    `x` is a constant, `omit`, another field, or `now_iso_ms()`. A field or the call is
-    evaluated only when `field` is missing (Jinja evaluates it every time; neither can
-    fail or has an effect, so only the work differs).
-    """
-
-    __slots__ = ("fallback", "label", "name", "otherwise")
-
-    def __init__(self, name: str, fallback: Any, label: str, otherwise: Node | None = None) -> None:
-        self.name = name
-        self.fallback = fallback
-        self.label = label
-        self.otherwise = otherwise  # the fallback when it is not a constant
-
-    def render(self, context: Mapping[str, Any]) -> Any:
-        value = context.get(self.name, _MISSING)
-        if value is not _MISSING:
-            return _finalize(value, self.label)
-        if self.otherwise is not None:
-            return self.otherwise.render(context)
-        return _finalize(self.fallback, self.label)
-
-
-def _default_of_name(
-    env: ImmutableSandboxedEnvironment, expr: str
-) -> tuple[str, Any, str | None] | None:
-    """(field, constant fallback, fallback expression) for `field | default(...)`, else None."""
-    body = env.parse("{{ " + expr + " }}").body
-    if len(body) != 1 or not isinstance(body[0], jinja2.nodes.Output) or len(body[0].nodes) != 1:
-        return None
-    node = body[0].nodes[0]
-    if not (
-        isinstance(node, jinja2.nodes.Filter)
-        and node.name == "default"
-        and isinstance(node.node, jinja2.nodes.Name)
-        and len(node.args) == 1
-        and not node.kwargs
-        and node.dyn_args is None
-        and node.dyn_kwargs is None
-    ):
-        return None
-    name, arg = node.node.name, node.args[0]
-    if isinstance(arg, jinja2.nodes.Name):
-        return (name, OMIT, None) if arg.name == "omit" else (name, None, arg.name)
-    if (
-        isinstance(arg, jinja2.nodes.Call)
-        and isinstance(arg.node, jinja2.nodes.Name)
-        and arg.node.name == "now_iso_ms"  # other calls may fail: Jinja's eager order
-        and not arg.args
-        and not arg.kwargs
-        and arg.dyn_args is None
-        and arg.dyn_kwargs is None
-    ):
-        return name, None, arg.node.name + "()"
-    try:
-        return name, arg.as_const(), None
-    except jinja2.nodes.Impossible:
-        return None
-
-
-class Native(Node):
-    """A leaf that is one expression, evaluated to a native value.
-
-    Jinja's TemplateExpression builds each call's context from the environment's
-    globals, a ChainMap it copies twice per call; here the globals are flattened once at
-    compile time and the context is built from one dict (same names, same precedence:
-    the fields win over the globals).
-    """
-
-    __slots__ = ("_blocks", "_env", "_globals", "_name", "_root", "label")
-
-    def __init__(self, fn: Callable[..., Any], label: str) -> None:
-        template = fn._template  # type: ignore[attr-defined]  # jinja2.TemplateExpression
-        self._env = template.environment
-        self._name = template.name
-        self._blocks = template.blocks
-        self._root = template.root_render_func
-        self._globals = dict(template.globals)
-        self.label = label
-
-    def render(self, context: Mapping[str, Any]) -> Any:
-        try:
-            ctx = new_context(
-                self._env, self._name, self._blocks, {**self._globals, **context}, shared=True
-            )
-            for _ in self._root(ctx):
-                pass
-            result = ctx.vars["result"]
-        except Exception as exc:
-            raise RenderError(_explain(exc, self.label)) from None
-        return _finalize(result, self.label)
-
-
-class Text(Node):
-    __slots__ = ("_template", "label")
-
-    def __init__(self, template: jinja2.Template, label: str) -> None:
-        self._template = template
-        self.label = label
-
-    def render(self, context: Mapping[str, Any]) -> Any:
-        try:
-            return self._template.render(context)
-        except Exception as exc:
-            raise RenderError(_explain(exc, self.label)) from None
-
-
-class _Field(str):
-    """A `{{ field }}` part of a `Concat` (a str subclass only to tell it from text)."""
-
-
-class Concat(Node):
-    """Fast path for text of literal parts and plain `{{ field }}`s (most paths and URLs).
-
-    What Jinja's compiled template does for such a text, without its context objects:
-    each field is looked up in the context, then the globals, else undefined (strict),
-    passed through the environment's finalize (text: None is ""; path: URL-quoted) and
-    `str`; any failure is explained as Jinja's would be.
-    """
-
-    __slots__ = ("_finalize", "_globals", "_undefined", "label", "parts")
-
-    def __init__(
-        self, parts: tuple[str, ...], env: ImmutableSandboxedEnvironment, label: str
-    ) -> None:
-        self.parts = parts
-        self._finalize = env.finalize
-        self._globals = dict(env.globals)
-        self._undefined = env.undefined
-        self.label = label
-
-    def render(self, context: Mapping[str, Any]) -> Any:
-        out: list[str] = []
-        try:
-            for part in self.parts:
-                if type(part) is str:
-                    out.append(part)
-                    continue
-                value = context.get(part, _MISSING)
-                if value is _MISSING:
-                    value = self._globals.get(part, _MISSING)
-                if value is _MISSING:
-                    value = self._undefined(name=str(part))
-                out.append(str(self._finalize(value)))  # type: ignore[misc]
-        except Exception as exc:
-            raise RenderError(_explain(exc, self.label)) from None
-        return "".join(out)
-
-
-def _concat_parts(ast: jinja2.nodes.Template) -> tuple[str, ...] | None:
-    """The parts of a text that is only literal text and `{{ name }}`s, else None."""
-    parts: list[str] = []
-    for output in ast.body:
-        if not isinstance(output, jinja2.nodes.Output):
-            return None
-        for node in output.nodes:
-            if isinstance(node, jinja2.nodes.TemplateData):
-                parts.append(node.data)
-            elif isinstance(node, jinja2.nodes.Name) and node.ctx == "load":
-                parts.append(_Field(node.name))
-            else:
-                return None
-    return tuple(parts)
-
-
-class DictNode(Node):
-    __slots__ = ("items",)
-
-    def __init__(self, items: list[tuple[str, Node]]) -> None:
-        self.items = items
-
-    def render(self, context: Mapping[str, Any]) -> Any:
-        out: dict[str, Any] = {}
-        for key, node in self.items:
-            value = node.render(context)
-            if value is not OMIT:
-                out[key] = value
-        return out
-
-
-class ListNode(Node):
-    __slots__ = ("items",)
-
-    def __init__(self, items: list[Node]) -> None:
-        self.items = items
-
-    def render(self, context: Mapping[str, Any]) -> Any:
-        return [v for v in (n.render(context) for n in self.items) if v is not OMIT]
-
-
-_MISSING = object()
-
-
-def _missing(name: str, label: str) -> str:
-    return (
-        f"the field {name!r} is missing (needed by {label}); extract it, or write "
-        f"`{name} | default(...)` in the template"
-    )
-
-
-def _explain(exc: BaseException, label: str) -> str:
-    if isinstance(exc, RenderError):
-        return f"{label}: {exc}"
-    if isinstance(exc, SecurityError):
-        return f"{label}: the template sandbox refused an operation ({exc})"
-    if isinstance(exc, jinja2.UndefinedError):
-        match = re.match(r"^'([^']+)' is undefined$", str(exc))
-        if match:
-            return _missing(match.group(1), label)
-        return f"{label}: {exc}"
-    return f"{label}: {type(exc).__name__}: {exc}"
-
-
-def _finalize(value: Any, label: str) -> Any:
-    """Turn a native result into plain JSON-like data, dropping `omit` inside containers."""
-    if value is None or value is OMIT or type(value) in (str, int, float, bool):
-        return value
-    if isinstance(value, jinja2.Undefined):
-        try:
-            value._fail_with_undefined_error()
-        except Exception as exc:
-            raise RenderError(_explain(exc, label)) from None
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, int | float):
-        return value
-    if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            done = _finalize(item, label)
-            if done is not OMIT:
-                out[key if isinstance(key, str) else values.to_str(key) or ""] = done
-        return out
-    if isinstance(value, list | tuple | Iterator):
-        return [d for d in (_finalize(i, label) for i in value) if d is not OMIT]
-    raise RenderError(f"{label}: a value of type {type(value).__name__} cannot go into a payload")
 
 
 def compile_template(
@@ -474,11 +121,11 @@ def _recipe(source: str, mode: Mode) -> tuple[str, Any]:
             expr = single.group("expr").strip()
             if _NAME.match(expr) and expr not in ("true", "false", "none", "True", "False", "None"):
                 return "name", expr
-            fast = _default_of_name(env, expr)
+            fast = default_of_name(env, expr)
             if fast is not None:
                 return "default", fast
             return "native", env.compile_expression(expr, undefined_to_none=False)
-        parts = _concat_parts(ast)
+        parts = concat_parts(ast)
         if parts is not None:
             return "concat", parts
         return "text", env.from_string(source)
