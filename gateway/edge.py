@@ -7,10 +7,9 @@ Limits, from the socket inwards (each listener has its own `ListenerSettings`):
    complete request head in time (idle keep-alive and slow-header drips alike).
    `harden_server` makes its answer to a malformed head a JSON 400 without an echo.
 2. `edge_middleware`, one layer doing in order: the allow-list (the caller's address
-   from `gateway.client_address`; `ip_allow_middleware` alone), mTLS names (a verified
-   certificate with an accepted name; `peer_subjects_middleware` alone), and the
-   deadline for reading the body. It answers with JSON errors itself, so its place
-   relative to the error middleware is free.
+   from `gateway.client_address`), mTLS names (a verified certificate with an accepted
+   name), and the deadline for reading the body. It answers with JSON errors itself,
+   so its place relative to the error middleware is free.
 3. Handlers read bodies with `read_body_limited`: size limit on the wire and after
    decompression, the deadline above (slow drip -> 408), gzip/deflate only (-> 415).
    `check_json_depth` bounds nesting after parsing (MAX_JSON_DEPTH).
@@ -101,53 +100,21 @@ def _closing(request: web.Request, response: web.StreamResponse) -> web.StreamRe
     return response
 
 
-def ip_allow_middleware(
-    cidrs: Provider[Sequence[str]], trusted_proxies: Provider[Sequence[str]] = ()
-) -> Middleware:
-    """Refuse (403) callers outside `cidrs`; an empty list lets everyone in."""
-    get_cidrs, get_proxies = _getter(cidrs), _getter(trusted_proxies)
-    parse_networks(tuple(get_cidrs()))  # a typo fails at start, not on the first request
-    parse_networks(tuple(get_proxies()), "trusted_proxies")
-
-    @web.middleware
-    async def ip_allow(request: web.Request, handler: Handler) -> web.StreamResponse:
-        refusal = _ip_refusal(request, get_cidrs(), get_proxies())
-        return refusal if refusal is not None else await handler(request)
-
-    return ip_allow
-
-
-def peer_subjects_middleware(
-    allowed: Provider[Sequence[str]], required: Provider[bool] = True
-) -> Middleware:
-    """mTLS per request: a verified client certificate whose CN or DNS/URI SAN is allowed.
-
-    While `required` holds, a request without one gets 403 (`allowed` empty: any name).
-    A connection accepted before the listener asked for certificates is served once and
-    then closed (see tls_peers.require_peer). Either way, a response whose connection must
-    close (`tls_peers.close_after_response`) says so in its headers.
-    """
-    get_allowed, get_required = _getter(allowed), _getter(required)
-
-    @web.middleware
-    async def peer_subjects(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if get_required():
-            refusal = _peer_refusal(request, get_allowed())
-            if refusal is not None:
-                return refusal
-        return _closing(request, await handler(request))
-
-    return peer_subjects
-
-
 def edge_middleware(listener: Provider[ListenerSettings]) -> Middleware:
     """The edge of one listener in one middleware: allow-list, mTLS names, body deadline.
 
-    The same checks as `ip_allow_middleware` then `peer_subjects_middleware` (mTLS names
-    are checked listener-wide only when every handshake must carry a certificate; with
-    optional certificates the integrations that want one check it), then the deadline of
-    the body read (`read_body_limited`), `read_timeout` seconds from now. One layer, not
-    three, because it runs on every request; each check is skipped when not configured.
+    1. Callers outside `allow` get 403 (an empty list lets everyone in; the address is
+       `client_address.client_ip`, X-Forwarded-For only from trusted proxies).
+    2. mTLS per request, only when every handshake must carry a certificate (with
+       optional certificates the integrations that want one check it, see
+       gateway.cxone.endpoints): a verified client certificate whose CN or DNS/URI SAN
+       is in `client_subjects` (empty: any), else 403. A connection accepted before the
+       listener asked for certificates is served once and then closed
+       (`tls_peers.require_peer`).
+    3. The body read (`read_body_limited`) gets its deadline, `read_timeout` from now.
+    A response whose connection must close says so in its headers. One layer, as it runs
+    on every request; each check is skipped when not configured, and the settings are
+    read per request, so a reload applies at once.
     """
     get = _getter(listener)
     parse_networks(tuple(get().allow))  # a typo fails at start, not on the first request

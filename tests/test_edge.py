@@ -20,7 +20,6 @@ from gateway.client_address import client_ip, forwarded_origin
 from gateway.edge import (
     check_json_depth,
     edge_middleware,
-    ip_allow_middleware,
     read_body_limited,
     server_kwargs,
 )
@@ -290,9 +289,9 @@ async def test_forwarded_origin_is_read_only_from_trusted_proxies(
 
 def test_bad_cidr_fails_at_start() -> None:
     with pytest.raises(ConfigError, match="not an IP network"):
-        ip_allow_middleware(["10.0.0.0/33"])
+        edge_middleware(ListenerSettings(allow=("10.0.0.0/33",)))
     with pytest.raises(ConfigError, match="trusted_proxies"):
-        ip_allow_middleware(["10.0.0.0/8"], ["proxy.example.com"])
+        edge_middleware(ListenerSettings(allow=("10.0.0.0/8",), trusted_proxies=("proxy.x",)))
 
 
 # --- JSON depth and server knobs ----------------------------------------------------------

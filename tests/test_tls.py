@@ -34,7 +34,7 @@ from gateway.certs import (
     issue_server_cert,
 )
 from gateway.clock import FakeClock
-from gateway.edge import peer_subjects_middleware, server_kwargs
+from gateway.edge import edge_middleware, server_kwargs
 from gateway.errors import ConfigError, Forbidden
 from gateway.secrets import Secret
 from gateway.settings import (
@@ -149,9 +149,10 @@ async def get(url: str, ctx: ssl.SSLContext | None) -> tuple[int, dict[str, obje
     "max_version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["tls1.2", "tls1.3"]
 )
 async def test_mtls_matrix(pki: Pki, max_version: ssl.TLSVersion) -> None:
-    mtls_app, mtls_hits = counting_app([peer_subjects_middleware(["cxone"])])
+    tls = server_tls(pki, client_ca=pki.ca.cert_path, client_subjects=("cxone",))
+    mtls_app, mtls_hits = counting_app([edge_middleware(ListenerSettings(tls=tls))])
     plain_app, plain_hits = counting_app()
-    ctx = server_context(server_tls(pki, client_ca=pki.ca.cert_path))
+    ctx = server_context(tls)
     assert ctx.verify_mode == ssl.CERT_REQUIRED
     assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
 
