@@ -13,6 +13,7 @@ from gateway.clock import FakeClock
 from gateway.delivery import sqlite as sqlite_module
 from gateway.delivery import sqlite_batches
 from gateway.delivery.sqlite import SqliteStore
+from gateway.delivery.sqlite_schema import HEAD_SQL, READY_SQL
 from gateway.delivery.store import NewJob
 from gateway.errors import StoreError
 
@@ -94,8 +95,8 @@ async def test_claim_uses_the_ready_index(tmp_path: Path) -> None:
         pass
     conn = sqlite3.connect(path)
     try:
-        ready = conn.execute("EXPLAIN QUERY PLAN " + sqlite_module.READY_SQL, (0.0, 10)).fetchall()
-        head = conn.execute("EXPLAIN QUERY PLAN " + sqlite_module.HEAD_SQL, ("t",)).fetchall()
+        ready = conn.execute("EXPLAIN QUERY PLAN " + READY_SQL, (0.0, 10)).fetchall()
+        head = conn.execute("EXPLAIN QUERY PLAN " + HEAD_SQL, ("t",)).fetchall()
     finally:
         conn.close()
     assert "threads_by_ready" in str(ready) and "SCAN" not in str(ready)

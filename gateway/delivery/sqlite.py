@@ -20,8 +20,7 @@ seconds, `PURGE_BATCH` rows a table at a time; a full batch means more are due, 
 next enqueue purges again, so the purge keeps up with any rate of messages while no
 transaction grows long.
 
-Claiming is O(threads ready), not O(jobs): `threads` holds one row per non-empty
-thread with `ready_at` = the head's not_before or the end of its lease (indexed).
+Claiming is O(threads ready), not O(jobs) (the tables: `sqlite_schema`).
 """
 
 from __future__ import annotations
@@ -35,67 +34,20 @@ import orjson
 
 from gateway.clock import Clock, system_clock
 from gateway.delivery.sqlite_batches import GroupCommit
+from gateway.delivery.sqlite_schema import (
+    DEAD_SQL,
+    HEAD_SQL,
+    LIVE_KV_SQL,
+    READY_SQL,
+    SCHEMA,
+    UNLEASE_SQL,
+)
 from gateway.delivery.store import DeadLetter, Job, NewJob, Store, log, new_job_id
 
 T = TypeVar("T")
 
 PURGE_EVERY = 60.0  # seconds (injected clock) between purges of expired rows
 PURGE_BATCH = 1_000
-
-# `seq` orders jobs (FIFO per thread) and dead letters (newest first). Without
-# AUTOINCREMENT a new row gets max(seq) + 1, greater than every row present, which is all
-# the ordering needs, and a commit writes one page fewer (sqlite_sequence): files created
-# before keep AUTOINCREMENT and work the same.
-SCHEMA = """
-BEGIN IMMEDIATE;
-CREATE TABLE IF NOT EXISTS jobs (
-    seq INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
-    thread_key TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    attempts BLOB NOT NULL DEFAULT '[]',
-    enqueued_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_by_thread ON jobs (thread_key, seq);
-CREATE TABLE IF NOT EXISTS threads (
-    thread_key TEXT PRIMARY KEY,
-    ready_at REAL NOT NULL,
-    owner TEXT,
-    leased_id TEXT
-);
-CREATE INDEX IF NOT EXISTS threads_by_ready ON threads (ready_at);
-CREATE TABLE IF NOT EXISTS dedupe (key TEXT PRIMARY KEY, expires_at REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS dedupe_by_expiry ON dedupe (expires_at);
-CREATE TABLE IF NOT EXISTS dead (
-    seq INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
-    thread_key TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    reason TEXT NOT NULL,
-    attempts BLOB NOT NULL,
-    failed_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS kv (
-    ns TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, expires_at REAL,
-    PRIMARY KEY (ns, key)
-);
-CREATE INDEX IF NOT EXISTS kv_by_expiry ON kv (expires_at) WHERE expires_at IS NOT NULL;
-CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, token TEXT NOT NULL,
-                                  expires_at REAL NOT NULL);
-PRAGMA user_version = 1;
-COMMIT;
-"""
-
-# The two claim queries; both are index lookups (tested with EXPLAIN QUERY PLAN).
-READY_SQL = "SELECT thread_key FROM threads WHERE ready_at <= ? ORDER BY ready_at LIMIT ?"
-HEAD_SQL = (
-    "SELECT id, payload, attempts, enqueued_at FROM jobs WHERE thread_key = ? ORDER BY seq LIMIT 1"
-)
-_UNLEASE = "UPDATE threads SET ready_at = ?, owner = NULL, leased_id = NULL WHERE thread_key = ?"
-_DEAD = "SELECT id, thread_key, payload, reason, attempts, failed_at FROM dead"
-_LIVE_KV = (
-    "SELECT value FROM kv WHERE ns = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?)"
-)
 
 
 class SqliteStore(Store):
@@ -222,7 +174,7 @@ class SqliteStore(Store):
         if more is None:
             conn.execute("DELETE FROM threads WHERE thread_key = ?", (job.thread_key,))
             return False
-        conn.execute(_UNLEASE, (now, job.thread_key))
+        conn.execute(UNLEASE_SQL, (now, job.thread_key))
         return True
 
     async def complete(self, job: Job, owner: str) -> bool:
@@ -262,7 +214,7 @@ class SqliteStore(Store):
             conn.execute(
                 "UPDATE jobs SET attempts = ? WHERE id = ?", (_append(log_, record), job.id)
             )
-            conn.execute(_UNLEASE, (not_before, job.thread_key))
+            conn.execute(UNLEASE_SQL, (not_before, job.thread_key))
             return True
 
         return await self._write("retry_later", tx)
@@ -290,12 +242,12 @@ class SqliteStore(Store):
         return done
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        sql, args = _DEAD + " ORDER BY seq DESC LIMIT ?", (max(limit, 0),)
+        sql, args = DEAD_SQL + " ORDER BY seq DESC LIMIT ?", (max(limit, 0),)
         rows = await self._run("dead_letters", lambda c: c.execute(sql, args).fetchall())
         return [_dead(r) for r in rows]
 
     async def get_dead(self, id: str) -> DeadLetter | None:
-        sql = _DEAD + " WHERE id = ?"
+        sql = DEAD_SQL + " WHERE id = ?"
         row = await self._run("get_dead", lambda c: c.execute(sql, (id,)).fetchone())
         return None if row is None else _dead(row)
 
@@ -334,7 +286,7 @@ class SqliteStore(Store):
 
     async def kv_get(self, ns: str, key: str) -> bytes | None:
         row = await self._run(
-            "kv_get", lambda c: c.execute(_LIVE_KV, (ns, key, self._clock())).fetchone()
+            "kv_get", lambda c: c.execute(LIVE_KV_SQL, (ns, key, self._clock())).fetchone()
         )
         return None if row is None else bytes(row[0])
 

@@ -1,0 +1,62 @@
+"""The SQLite store's tables and its queue queries (`gateway.delivery.sqlite`).
+
+`threads` holds one row per non-empty thread with `ready_at` = the head's not_before or
+the end of its lease (indexed), so claiming is O(threads ready), not O(jobs).
+"""
+
+from __future__ import annotations
+
+# `seq` orders jobs (FIFO per thread) and dead letters (newest first). Without
+# AUTOINCREMENT a new row gets max(seq) + 1, greater than every row present, which is all
+# the ordering needs, and a commit writes one page fewer (sqlite_sequence): files created
+# before keep AUTOINCREMENT and work the same.
+SCHEMA = """
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    thread_key TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    attempts BLOB NOT NULL DEFAULT '[]',
+    enqueued_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_thread ON jobs (thread_key, seq);
+CREATE TABLE IF NOT EXISTS threads (
+    thread_key TEXT PRIMARY KEY,
+    ready_at REAL NOT NULL,
+    owner TEXT,
+    leased_id TEXT
+);
+CREATE INDEX IF NOT EXISTS threads_by_ready ON threads (ready_at);
+CREATE TABLE IF NOT EXISTS dedupe (key TEXT PRIMARY KEY, expires_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS dedupe_by_expiry ON dedupe (expires_at);
+CREATE TABLE IF NOT EXISTS dead (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    thread_key TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    attempts BLOB NOT NULL,
+    failed_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS kv (
+    ns TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, expires_at REAL,
+    PRIMARY KEY (ns, key)
+);
+CREATE INDEX IF NOT EXISTS kv_by_expiry ON kv (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, token TEXT NOT NULL,
+                                  expires_at REAL NOT NULL);
+PRAGMA user_version = 1;
+COMMIT;
+"""
+
+# The two claim queries; both are index lookups (tested with EXPLAIN QUERY PLAN).
+READY_SQL = "SELECT thread_key FROM threads WHERE ready_at <= ? ORDER BY ready_at LIMIT ?"
+HEAD_SQL = (
+    "SELECT id, payload, attempts, enqueued_at FROM jobs WHERE thread_key = ? ORDER BY seq LIMIT 1"
+)
+UNLEASE_SQL = "UPDATE threads SET ready_at = ?, owner = NULL, leased_id = NULL WHERE thread_key = ?"
+DEAD_SQL = "SELECT id, thread_key, payload, reason, attempts, failed_at FROM dead"
+LIVE_KV_SQL = (
+    "SELECT value FROM kv WHERE ns = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?)"
+)
