@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any, TypeAlias, TypeVar
 
 from aiohttp import web
@@ -73,33 +73,6 @@ def _getter(value: Provider[T]) -> Callable[[], T]:
     return lambda: value
 
 
-def _ip_refusal(
-    request: web.Request, cidrs: Sequence[str], trusted_proxies: Sequence[str]
-) -> web.Response | None:
-    """403 for a caller outside `cidrs` (an empty list lets everyone in), else None."""
-    allowed = parse_networks(tuple(cidrs))
-    if allowed:
-        addr = client_ip(request, trusted_proxies)
-        if addr is None or not within(addr, allowed):
-            return json_error(403, "forbidden", "this client address is not allowed")
-    return None
-
-
-def _peer_refusal(request: web.Request, allowed: Sequence[str]) -> web.Response | None:
-    """403 unless the request came with a verified certificate of an `allowed` name."""
-    try:
-        require_peer(request, allowed)
-    except Forbidden as exc:
-        return json_error(exc.status, exc.code, exc.message)
-    return None
-
-
-def _closing(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
-    if wants_close(request):  # tls_peers.close_after_response: say so in the headers
-        response.force_close()
-    return response
-
-
 def edge_middleware(listener: Provider[ListenerSettings]) -> Middleware:
     """The edge of one listener in one middleware: allow-list, mTLS names, body deadline.
 
@@ -124,16 +97,20 @@ def edge_middleware(listener: Provider[ListenerSettings]) -> Middleware:
     async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
         settings = get()
         if settings.allow:
-            refusal = _ip_refusal(request, settings.allow, settings.trusted_proxies)
-            if refusal is not None:
-                return refusal
+            addr = client_ip(request, settings.trusted_proxies)
+            if addr is None or not within(addr, parse_networks(tuple(settings.allow))):
+                return json_error(403, "forbidden", "this client address is not allowed")
         tls = settings.tls
         if tls is not None and tls.client_ca is not None and tls.client_certificate == "required":
-            refusal = _peer_refusal(request, tls.client_subjects)
-            if refusal is not None:
-                return refusal
+            try:
+                require_peer(request, tls.client_subjects)
+            except Forbidden as exc:
+                return json_error(exc.status, exc.code, exc.message)
         request[_DEADLINE] = asyncio.get_running_loop().time() + settings.read_timeout
-        return _closing(request, await handler(request))
+        response = await handler(request)
+        if wants_close(request):  # tls_peers.close_after_response: say so in the headers
+            response.force_close()
+        return response
 
     return edge
 

@@ -80,12 +80,11 @@ class MemoryStore(Store):
         if thread is None:
             thread = _Thread(deque([rec]), now, self._next())
             self._threads[rec.thread_key] = thread
-            leased = lease is not None
             if lease is not None:
                 thread.owner, thread.leased_id = lease[0], rec.id
                 thread.ready_at = now + lease[1]
             self._schedule(rec.thread_key, thread)
-            return leased
+            return lease is not None
         else:
             thread.jobs.append(rec)
         return False

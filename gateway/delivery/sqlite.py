@@ -177,13 +177,18 @@ class SqliteStore(Store):
         conn.execute(UNLEASE_SQL, (now, job.thread_key))
         return True
 
-    async def complete(self, job: Job, owner: str) -> bool:
-        def tx(conn: sqlite3.Connection) -> tuple[bool, bool]:
-            if not self._held(conn, job, owner, "complete"):
-                return False, False
-            return True, self._pop_head(conn, job, self._clock())
+    def _complete(
+        self, conn: sqlite3.Connection, job: Job, owner: str, now: float
+    ) -> tuple[bool, bool]:
+        """(completed, its thread has more jobs): the leased head removed, if still held."""
+        if not self._held(conn, job, owner, "complete"):
+            return False, False
+        return True, self._pop_head(conn, job, now)
 
-        done, more = await self._write("complete", tx)
+    async def complete(self, job: Job, owner: str) -> bool:
+        done, more = await self._write(
+            "complete", lambda c: self._complete(c, job, owner, self._clock())
+        )
         if more:
             self.notify_work()
         return done
@@ -193,8 +198,7 @@ class SqliteStore(Store):
     ) -> tuple[bool, list[Job]]:
         def tx(conn: sqlite3.Connection) -> tuple[bool, bool, list[Job]]:
             now = self._clock()
-            done = self._held(conn, job, owner, "complete")
-            more = done and self._pop_head(conn, job, now)
+            done, more = self._complete(conn, job, owner, now)
             return done, more, _claim(conn, owner, 1, lease, now)
 
         done, more, claimed = await self._write("complete", tx)
