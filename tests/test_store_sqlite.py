@@ -291,47 +291,86 @@ async def test_a_read_that_finds_the_file_busy_is_run_again_on_the_thread(
         assert where == [True, False]
 
 
-async def test_a_checkpoint_restarts_the_wal_while_writes_go_on(
+def _wal_frames(path: Path) -> int:
+    probe = sqlite3.connect(path)
+    try:  # (busy, frames in the WAL, frames checkpointed)
+        ((_, frames, _),) = probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    finally:
+        probe.close()
+    return int(frames)
+
+
+async def _write_through_a_checkpoint(store: SqliteStore, before: int) -> int:
+    """Write `before` batches, start a checkpoint, keep writing until it is done.
+
+    Returns how many of the batches written meanwhile had to wait on the store's thread
+    for the write lock.
+    """
+    written = 0
+    on_thread = 0
+    db = store._db
+
+    async def batch() -> None:
+        nonlocal written, on_thread
+        await asyncio.gather(
+            *(store.kv_set("ns", f"{written}-{j}", b"v" * 500, None) for j in range(4))
+        )
+        written += 1
+
+    run_on_thread = db._run_on_thread
+
+    async def counted(ops: list[Any]) -> None:
+        nonlocal on_thread
+        on_thread += 1
+        await run_on_thread(ops)
+
+    for _ in range(before):
+        await batch()
+    db._run_on_thread = counted  # type: ignore[method-assign]
+    db._start_checkpoint()
+    checkpoint = db._checkpoint
+    assert checkpoint is not None
+    while not checkpoint.done():  # keep writing while it runs
+        await batch()
+    await batch()
+    await batch()
+    return on_thread
+
+
+async def test_a_checkpoint_restarts_a_long_wal_while_writes_go_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Writers never pause for the checkpoint, yet the next write starts the WAL over.
+    """Writers go on during the checkpoint, yet the next write starts a long WAL over.
 
-    (A PASSIVE checkpoint cannot do that: frames written while it runs are not in the
-    database, so the WAL never restarts under steady writes; it reached 9 GB in a
+    (A PASSIVE checkpoint alone cannot do that: frames written while it runs are not in
+    the database, so the WAL never restarts under steady writes; it reached 9 GB in a
     ten-minute soak.)
     """
     monkeypatch.setattr(sqlite_batches, "CHECKPOINT_EVERY", 10**9)  # started by hand
+    monkeypatch.setattr(sqlite_batches, "WAL_RESTART_FRAMES", 100)
     path = tmp_path / "g.db"
-
-    def wal_frames() -> int:
-        probe = sqlite3.connect(path)
-        try:  # (busy, frames in the WAL, frames checkpointed)
-            ((_, frames, _),) = probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        finally:
-            probe.close()
-        return int(frames)
-
     async with SqliteStore(path, clock=FakeClock()) as store:
-        written = 0
-
-        async def batch() -> None:
-            nonlocal written
-            await asyncio.gather(
-                *(store.kv_set("ns", f"{written}-{j}", b"v" * 500, None) for j in range(4))
-            )
-            written += 1
-
-        for _ in range(100):
-            await batch()
-        store._db._start_checkpoint()
-        checkpoint = store._db._checkpoint
-        assert checkpoint is not None
-        while not checkpoint.done():  # keep writing while it runs
-            await batch()
-        await batch()
-        await batch()
-        frames = wal_frames()
+        await _write_through_a_checkpoint(store, before=100)
+        frames = _wal_frames(path)
     assert frames < 60, f"{frames} frames in the WAL: it did not start over"
+
+
+async def test_a_checkpoint_of_a_short_wal_never_holds_up_the_writers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Below `WAL_RESTART_FRAMES` a checkpoint is PASSIVE: no commit waits for it.
+
+    (A RESTART checkpoint takes the write lock for its whole copy and fsync: the loop's
+    batches then found the lock taken and waited on the thread behind it, the tail of
+    every request that writes.)
+    """
+    monkeypatch.setattr(sqlite_batches, "CHECKPOINT_EVERY", 10**9)
+    path = tmp_path / "g.db"
+    async with SqliteStore(path, clock=FakeClock()) as store:
+        waited = await _write_through_a_checkpoint(store, before=1000)
+        frames = _wal_frames(path)
+    assert waited == 0, f"{waited} batches waited for the checkpoint's lock"
+    assert 1000 < frames < sqlite_batches.WAL_RESTART_FRAMES  # copied, not started over
 
 
 async def test_purge_catches_up_with_more_expired_rows_than_one_batch(

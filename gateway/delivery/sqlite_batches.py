@@ -13,10 +13,15 @@ Everything that can block goes to the store's own thread and its own connection:
   there, waiting for the lock up to `BUSY_TIMEOUT_MS`, and so do the batches submitted
   while it waits (order is kept: a batch starts only when the one before it is done);
 - the WAL checkpoint (which fsyncs) runs there after every `CHECKPOINT_EVERY` commits.
-  It is a RESTART checkpoint: it waits for the write lock, copies the whole WAL into
-  the database and makes the next writer start the WAL from its beginning. (A PASSIVE
-  one never catches up with writers that keep committing: the WAL would only grow.)
-  While it holds the lock, batches find it taken and wait on the thread behind it.
+  It is PASSIVE: it copies what the WAL holds into the database without taking the
+  write lock, so inline batches go on committing meanwhile. A PASSIVE checkpoint alone
+  never lets the WAL start over under steady writes (the frames committed while it
+  copies are always left; the WAL reached 9 GB in a ten-minute soak). So once the WAL
+  holds `WAL_RESTART_FRAMES` frames, a RESTART checkpoint follows at once: it takes the
+  write lock, copies only what was committed during the PASSIVE one and makes the next
+  writer start the WAL from its beginning. Only during that short catch-up do batches
+  find the lock taken and wait on the thread behind it (a RESTART of the whole WAL
+  every time held them for the whole copy and its fsync: a p99 of 20-50 ms on replies).
 
 A batch first runs plainly; only when one of several operations fails is it rolled back
 and run again with a savepoint around each operation, so that the failure takes back
@@ -41,6 +46,7 @@ Outcomes = list[tuple[bool, Any]]
 
 BUSY_TIMEOUT_MS = 10_000  # how long the store's thread waits for another writer
 CHECKPOINT_EVERY = 250  # inline commits between two WAL checkpoints on the thread
+WAL_RESTART_FRAMES = 16_384  # the WAL starts over past this many frames (64 MB of 4 KB pages)
 
 
 class GroupCommit:
@@ -174,7 +180,10 @@ class GroupCommit:
 
         def checkpoint() -> None:
             with suppress(sqlite3.Error):  # a busy or failed checkpoint: the next one will do
-                thread.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+                # (busy, frames in the WAL, frames checkpointed)
+                ((_, frames, _),) = thread.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                if frames >= WAL_RESTART_FRAMES:
+                    thread.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
 
         self._checkpoint = asyncio.get_running_loop().run_in_executor(executor, checkpoint)
         self._checkpoint.add_done_callback(self._checkpoint_done)
