@@ -32,7 +32,6 @@ from bench.common import (
     cpu_seconds,
     cpu_sets,
     exit_on_sigterm,
-    free_port,
     gateway_command,
     http_json,
     machine,
@@ -44,6 +43,7 @@ from bench.common import (
     wait_http,
     write_gateway_yaml,
 )
+from tests.ports import free_port
 
 
 def loadgen(

@@ -27,11 +27,11 @@ from bench.common import (
     SECRETS,
     bench_env,
     delivery,
-    free_port,
     reply,
     sign,
     write_gateway_yaml,
 )
+from tests.ports import free_port
 
 
 def timed(fn: Callable[[], Any], n: int) -> float:

@@ -35,7 +35,6 @@ from bench.common import (
     children,
     cpu_sets,
     exit_on_sigterm,
-    free_port,
     gateway_command,
     http_json,
     machine,
@@ -45,6 +44,7 @@ from bench.common import (
     wait_http,
     write_gateway_yaml,
 )
+from tests.ports import free_port
 
 ENV = bench_env("http://127.0.0.1:9/v1", "http://127.0.0.1:9")
 

@@ -41,7 +41,6 @@ from bench.common import (
     cpu_seconds,
     cpu_sets,
     exit_on_sigterm,
-    free_port,
     gateway_command,
     http_json,
     machine,
@@ -55,6 +54,7 @@ from bench.common import (
     wait_quiet,
     write_gateway_yaml,
 )
+from tests.ports import free_port
 
 PATHS = {
     # name: (kind, events per delivery)

@@ -27,7 +27,6 @@ from bench.common import (
     cpu_seconds,
     cpu_sets,
     exit_on_sigterm,
-    free_port,
     gateway_command,
     http_json,
     machine,
@@ -37,6 +36,7 @@ from bench.common import (
     wait_http,
     write_gateway_yaml,
 )
+from tests.ports import free_port
 
 LOADS = (
     # name, kind, batch, share of the rate

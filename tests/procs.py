@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,40 +32,10 @@ from gateway.sandbox.wiring import (
 )
 from gateway.settings import Settings
 from tests.harness import cxone_config, serve_app, wh_config
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 READY_TIMEOUT = 30.0
-
-
-def free_port() -> int:
-    """Return a port that was free a moment ago, below the kernel's ephemeral range.
-
-    A port the kernel handed out for a bind to port 0 is an ephemeral one: between this
-    call and the child's bind, an outgoing connection could be given it (seen in CI as
-    "address already in use"). Ports below the ephemeral range are only ever taken by
-    an explicit bind.
-    """
-    low = _ephemeral_low()
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(10_000, low)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port found between 10000 and {low}")
-
-
-def _ephemeral_low() -> int:
-    """The lowest ephemeral port (Linux: net.ipv4.ip_local_port_range; else 32768)."""
-    try:
-        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
-        low = int(text.split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32_768
-    return max(low, 10_001)
 
 
 @dataclass(frozen=True)

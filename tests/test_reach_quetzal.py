@@ -20,7 +20,7 @@ import pytest
 from gateway.clock import FakeClock
 from gateway.server import start_gateway
 from tests.fakeplatform import Answer, Recorded
-from tests.procs import free_port
+from tests.ports import free_port
 from tests.reach_world import Reach, start_reach
 from tests.test_store_contract import REDIS_URL, cleanup_redis, redis_available
 
