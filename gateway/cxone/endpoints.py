@@ -19,7 +19,6 @@ from aiohttp import web
 from gateway import jsonutil, thread_state
 from gateway.client_address import client_ip
 from gateway.cxone import threads
-from gateway.delivery.worker import remember_thread_channel, thread_channel
 from gateway.edge import check_json_depth, read_body_limited
 from gateway.errors import BadRequest, GatewayError, NotFound, RequestError
 from gateway.keys import GATEWAY
@@ -207,7 +206,7 @@ async def _legacy_channel(
     gw = request.app[GATEWAY]
     thread_id = _dig(body, "thread", "idOnExternalPlatform") or post_id
     for ch in integ.channels:
-        known = await thread_channel(gw.store, ch.mapping, thread_id)
+        known = await threads.channel_of(gw.store, ch.mapping, thread_id)
         if known is not None:
             return known
     if len(integ.channels) == 1:
@@ -328,7 +327,7 @@ async def _reply(
         await gw.store.kv_set(REPLY_NS, fingerprint, jsonutil.dumps(result), window)
     thread_id = plan.fields.get("thread_id")
     if isinstance(thread_id, str):
-        await remember_thread_channel(gw.store, mapping.name, thread_id, channel_id)
+        await threads.remember_channel(gw.store, mapping.name, thread_id, channel_id)
         platform_thread = _platform_thread(mapping, plan, responses, result)
         if platform_thread is not None and platform_thread != thread_id:
             # a proactive message opened a conversation: later replies and the user's

@@ -1,4 +1,12 @@
-"""Thread aliases: a proactive conversation's CXone thread and the platform's conversation.
+"""What the gateway keeps per thread: aliases, the CXone channel, the CXone contact.
+
+The channel a thread was last seen on lets the legacy reply endpoint, which names no
+channel, find it; the contact number from CXone's create-message answer
+(`consumerContact.id`) fills `{contact_id}` in contact actions (e.g. closing it). Both
+live in the store's key-value space for 30 days, refreshed as messages pass.
+
+Thread aliases join a proactive conversation's CXone thread and the platform's
+conversation.
 
 An agent-initiated (proactive) message reaches the gateway on a thread id CXone chose,
 which the platform does not know. The mapping's proactive route opens a conversation
@@ -32,6 +40,9 @@ if TYPE_CHECKING:
 ALIAS_NS = "thread-alias"  # mapping, role, CXone thread -> platform conversation
 REVERSE_NS = "thread-alias-rev"  # mapping, role, platform conversation -> CXone thread
 ALIAS_TTL = 30 * 86400.0
+CONTACTS_NS = "contact"  # thread key -> CXone contact number
+THREAD_CHANNEL_NS = "thread-channel"  # mapping, thread -> CXone channel id
+_FACT_TTL = 30 * 86400.0
 
 
 def _key(mapping: str, role: str, thread_id: str) -> str:
@@ -87,3 +98,29 @@ async def for_cxone(store: Store, call: InboundCall) -> dict[str, Any]:
         return call.body
     alias = await cxone_thread(store, call.mapping, call.channel, call.thread_id)
     return call.body if alias is None else with_thread(call.body, alias)
+
+
+async def remember_channel(store: Store, mapping: str, thread_id: str, channel_id: str) -> None:
+    """Record which CXone channel a thread is on (the legacy reply endpoint names none)."""
+    await store.kv_refresh(
+        THREAD_CHANNEL_NS, f"{mapping}\x1f{thread_id}", channel_id.encode(), _FACT_TTL
+    )
+
+
+async def channel_of(store: Store, mapping: str, thread_id: str) -> str | None:
+    """The CXone channel a thread was last seen on, if any."""
+    known = await store.kv_get(THREAD_CHANNEL_NS, f"{mapping}\x1f{thread_id}")
+    return known.decode() if known is not None else None
+
+
+async def remember_contact(store: Store, thread_key: str, answer: Any) -> None:
+    """Keep the contact number of CXone's create-message answer, if it names one."""
+    contact = answer.get("consumerContact") if isinstance(answer, dict) else None
+    if isinstance(contact, dict) and contact.get("id") is not None:
+        await store.kv_refresh(CONTACTS_NS, thread_key, str(contact["id"]).encode(), _FACT_TTL)
+
+
+async def contact_of(store: Store, thread_key: str) -> str | None:
+    """The CXone contact number of a thread, if CXone named one."""
+    known = await store.kv_get(CONTACTS_NS, thread_key)
+    return known.decode() if known is not None else None

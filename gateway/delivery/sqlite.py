@@ -36,11 +36,11 @@ from gateway.clock import Clock, system_clock
 from gateway.delivery.sqlite_batches import GroupCommit
 from gateway.delivery.sqlite_schema import (
     DEAD_SQL,
-    HEAD_SQL,
     LIVE_KV_SQL,
-    READY_SQL,
     SCHEMA,
     UNLEASE_SQL,
+    claim_heads,
+    insert_job,
 )
 from gateway.delivery.store import DeadLetter, Job, NewJob, Store, log, new_job_id
 
@@ -138,7 +138,7 @@ class SqliteStore(Store):
                         results.append(False)
                         continue
                 id = new_job_id()
-                if _insert_job(conn, id, job.thread_key, job.payload, now, lease):
+                if insert_job(conn, id, job.thread_key, job.payload, now, lease):
                     results.append(Job(id, job.thread_key, job.payload, 0, now))
                 else:
                     results.append(True)
@@ -153,7 +153,9 @@ class SqliteStore(Store):
         if limit <= 0:
             self._check_open()
             return []
-        return await self._write("claim", lambda c: _claim(c, owner, limit, lease, self._clock()))
+        return await self._write(
+            "claim", lambda c: claim_heads(c, owner, limit, lease, self._clock())
+        )
 
     @staticmethod
     def _held(conn: sqlite3.Connection, job: Job, owner: str, op: str) -> bool:
@@ -199,7 +201,7 @@ class SqliteStore(Store):
         def tx(conn: sqlite3.Connection) -> tuple[bool, bool, list[Job]]:
             now = self._clock()
             done, more = self._complete(conn, job, owner, now)
-            return done, more, _claim(conn, owner, 1, lease, now)
+            return done, more, claim_heads(conn, owner, 1, lease, now)
 
         done, more, claimed = await self._write("complete", tx)
         if more and all(j.thread_key != job.thread_key for j in claimed):
@@ -263,7 +265,7 @@ class SqliteStore(Store):
             if row is None:
                 return False
             conn.execute("DELETE FROM dead WHERE id = ?", (id,))
-            _insert_job(conn, id, row[0], row[1], self._clock())
+            insert_job(conn, id, row[0], row[1], self._clock())
             return True
 
         done = await self._write("replay_dead", tx)
@@ -342,52 +344,6 @@ class SqliteStore(Store):
             "unlock",
             lambda c: c.execute("DELETE FROM locks WHERE name = ? AND token = ?", (name, token)),
         )
-
-
-def _claim(conn: sqlite3.Connection, owner: str, limit: int, lease: float, now: float) -> list[Job]:
-    """Lease up to `limit` ready thread heads to `owner` (inside the caller's transaction)."""
-    out: list[Job] = []
-    for (key,) in conn.execute(READY_SQL, (now, limit)).fetchall():
-        head = conn.execute(HEAD_SQL, (key,)).fetchone()
-        if head is None:  # cannot happen; repair rather than wedge
-            conn.execute("DELETE FROM threads WHERE thread_key = ?", (key,))
-            continue
-        conn.execute(
-            "UPDATE threads SET ready_at = ?, owner = ?, leased_id = ? WHERE thread_key = ?",
-            (now + lease, owner, head[0], key),
-        )
-        attempts = len(orjson.loads(head[2]))
-        out.append(Job(head[0], key, bytes(head[1]), attempts, head[3]))
-    return out
-
-
-def _insert_job(
-    conn: sqlite3.Connection,
-    id: str,
-    thread_key: str,
-    payload: bytes,
-    now: float,
-    lease: tuple[str, float] | None = None,
-) -> bool:
-    """Append a job to its thread; True when `lease` was given and the job got it."""
-    conn.execute(
-        "INSERT INTO jobs (id, thread_key, payload, enqueued_at) VALUES (?, ?, ?, ?)",
-        (id, thread_key, payload, now),
-    )
-    if lease is None:
-        conn.execute(
-            "INSERT INTO threads (thread_key, ready_at) VALUES (?, ?)"
-            " ON CONFLICT (thread_key) DO NOTHING",
-            (thread_key, now),
-        )
-        return False
-    # a new thread row means the thread was empty: this job is its head, leased at once
-    cur = conn.execute(
-        "INSERT INTO threads (thread_key, ready_at, owner, leased_id) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (thread_key) DO NOTHING",
-        (thread_key, now + lease[1], lease[0], id),
-    )
-    return cur.rowcount == 1
 
 
 def _append(log_json: bytes | str, record: bytes) -> bytes:

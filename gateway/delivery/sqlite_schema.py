@@ -1,10 +1,16 @@
-"""The SQLite store's tables and its queue queries (`gateway.delivery.sqlite`).
+"""The SQLite store's tables and its queue statements (`gateway.delivery.sqlite`).
 
 `threads` holds one row per non-empty thread with `ready_at` = the head's not_before or
 the end of its lease (indexed), so claiming is O(threads ready), not O(jobs).
 """
 
 from __future__ import annotations
+
+import sqlite3
+
+import orjson
+
+from gateway.delivery.store import Job
 
 # `seq` orders jobs (FIFO per thread) and dead letters (newest first). Without
 # AUTOINCREMENT a new row gets max(seq) + 1, greater than every row present, which is all
@@ -60,3 +66,51 @@ DEAD_SQL = "SELECT id, thread_key, payload, reason, attempts, failed_at FROM dea
 LIVE_KV_SQL = (
     "SELECT value FROM kv WHERE ns = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?)"
 )
+
+
+def claim_heads(
+    conn: sqlite3.Connection, owner: str, limit: int, lease: float, now: float
+) -> list[Job]:
+    """Lease up to `limit` ready thread heads to `owner` (inside the caller's transaction)."""
+    out: list[Job] = []
+    for (key,) in conn.execute(READY_SQL, (now, limit)).fetchall():
+        head = conn.execute(HEAD_SQL, (key,)).fetchone()
+        if head is None:  # cannot happen; repair rather than wedge
+            conn.execute("DELETE FROM threads WHERE thread_key = ?", (key,))
+            continue
+        conn.execute(
+            "UPDATE threads SET ready_at = ?, owner = ?, leased_id = ? WHERE thread_key = ?",
+            (now + lease, owner, head[0], key),
+        )
+        attempts = len(orjson.loads(head[2]))
+        out.append(Job(head[0], key, bytes(head[1]), attempts, head[3]))
+    return out
+
+
+def insert_job(
+    conn: sqlite3.Connection,
+    id: str,
+    thread_key: str,
+    payload: bytes,
+    now: float,
+    lease: tuple[str, float] | None = None,
+) -> bool:
+    """Append a job to its thread; True when `lease` was given and the job got it."""
+    conn.execute(
+        "INSERT INTO jobs (id, thread_key, payload, enqueued_at) VALUES (?, ?, ?, ?)",
+        (id, thread_key, payload, now),
+    )
+    if lease is None:
+        conn.execute(
+            "INSERT INTO threads (thread_key, ready_at) VALUES (?, ?)"
+            " ON CONFLICT (thread_key) DO NOTHING",
+            (thread_key, now),
+        )
+        return False
+    # a new thread row means the thread was empty: this job is its head, leased at once
+    cur = conn.execute(
+        "INSERT INTO threads (thread_key, ready_at, owner, leased_id) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (thread_key) DO NOTHING",
+        (thread_key, now + lease[1], lease[0], id),
+    )
+    return cur.rowcount == 1

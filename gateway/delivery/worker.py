@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from gateway import lookups, thread_state
-from gateway.cxone import threads as thread_alias
+from gateway.cxone import threads
 from gateway.delivery.jobs import InboundJob, thread_key
-from gateway.delivery.store import Job, Store
+from gateway.delivery.store import Job
 from gateway.errors import (
     GatewayError,
     MappingRuntimeError,
@@ -38,25 +38,6 @@ if TYPE_CHECKING:
     from gateway.runtime import Gateway
 
 log = logging.getLogger("gateway.delivery")
-
-CONTACTS_NS = "contact"
-THREAD_CHANNEL_NS = "thread-channel"
-_CONTACT_TTL = 30 * 86400.0
-
-
-async def remember_thread_channel(
-    store: Store, mapping: str, thread_id: str, channel_id: str
-) -> None:
-    """Record which CXone channel a thread is on (the legacy reply endpoint names none)."""
-    await store.kv_refresh(
-        THREAD_CHANNEL_NS, f"{mapping}\x1f{thread_id}", channel_id.encode(), _CONTACT_TTL
-    )
-
-
-async def thread_channel(store: Store, mapping: str, thread_id: str) -> str | None:
-    """The CXone channel a thread was last seen on, if any."""
-    known = await store.kv_get(THREAD_CHANNEL_NS, f"{mapping}\x1f{thread_id}")
-    return known.decode() if known is not None else None
 
 
 class Workers:
@@ -262,7 +243,7 @@ class Workers:
         tkey = thread_key(mapping.name, call.channel, call.thread_id)
         path = call.path.replace("{channel_id}", _quote(channel_id))
         if "{contact_id}" in path:
-            contact = await gw.store.kv_get(CONTACTS_NS, tkey)
+            contact = await threads.contact_of(gw.store, tkey)
             if contact is None:
                 log.warning(
                     "no CXone contact known for thread; %s not sent",
@@ -274,13 +255,13 @@ class Workers:
                 ).inc()
                 await gw.store.complete(job, owner)
                 return []
-            path = path.replace("{contact_id}", _quote(contact.decode()))
+            path = path.replace("{contact_id}", _quote(contact))
         try:
             await gw.cxone.auth.token()
         except UpstreamError as exc:  # no token: an outage of ours, not the message's fault
             await self._retry(job, owner, record, call, exc, "CXone authentication failed: ")
             return []
-        body = await thread_alias.for_cxone(gw.store, call)  # proactive: on CXone's thread
+        body = await threads.for_cxone(gw.store, call)  # proactive: on CXone's thread
         try:
             result = await gw.cxone.call(call.method, path, body)
         except UpstreamUnavailable as exc:
@@ -302,10 +283,8 @@ class Workers:
                 gw.store, mapping.name, call.channel, call.thread_id, call.state, gw.clock()
             )
         if call.action == "create_message":
-            contact_id = _contact_id(result.body)
-            if contact_id is not None:
-                await gw.store.kv_refresh(CONTACTS_NS, tkey, contact_id.encode(), _CONTACT_TTL)
-            await remember_thread_channel(gw.store, mapping.name, call.thread_id, channel_id)
+            await threads.remember_contact(gw.store, tkey, result.body)
+            await threads.remember_channel(gw.store, mapping.name, call.thread_id, channel_id)
         if claim_next:
             lease = gw.settings.delivery.lease_seconds
             done, claimed = await gw.store.complete_and_claim(job, owner, lease)
@@ -405,14 +384,6 @@ def _describe(prefix: str, exc: UpstreamError, what: str = "") -> str:
     head = f"HTTP {exc.status}" if exc.status is not None else (exc.code or "error")
     text = f"{what}{exc.message}"
     return f"{prefix} ({head}): {text}" if prefix else f"{head}: {text}"
-
-
-def _contact_id(body: Any) -> str | None:
-    if isinstance(body, dict):
-        contact = body.get("consumerContact")
-        if isinstance(contact, dict) and contact.get("id") is not None:
-            return str(contact["id"])
-    return None
 
 
 @functools.lru_cache(maxsize=4096)  # channel ids are few, contact ids repeat per thread

@@ -7,8 +7,9 @@ values it exchanges with the runtime.
 
 from __future__ import annotations
 
+from gateway.mapping.directory import load_mapping_dir
 from gateway.mapping.inline_tests import run_inline_tests
-from gateway.mapping.mapping import CompiledMapping, load_mapping, load_mapping_dir
+from gateway.mapping.mapping import CompiledMapping, load_mapping
 from gateway.mapping.model import (
     AttachmentLimits,
     AuthSpec,

@@ -9,13 +9,9 @@ from typing import Any, Literal
 
 from gateway import jsonutil
 from gateway.errors import MappingError, Problem
+from gateway.mapping.directory import duplicate_problems, mapping_files
 from gateway.mapping.inline_tests import run_inline_tests
-from gateway.mapping.mapping import (
-    CompiledMapping,
-    duplicate_problems,
-    load_mapping,
-    mapping_files,
-)
+from gateway.mapping.mapping import CompiledMapping, load_mapping
 from gateway.mapping.model import TestFailure
 
 

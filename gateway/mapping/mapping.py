@@ -6,7 +6,7 @@ import copy
 import hashlib
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -194,6 +194,16 @@ class CompiledMapping:
         lines = {p: n for p in _SERVING_LINES if (n := self.lines.lines.get(p)) is not None}
         return replace(self, tests=(), lines=LineMap(lines), _tree={})
 
+    def built_from(self, path: Path, env: Mapping[str, str] | None) -> bool:
+        """True when `path` and its references still hold what this was compiled from."""
+        if self._placeholders or not self._inputs:
+            return False
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return False
+        return _inputs_of(data, env, path.parent) == self._inputs
+
     def test_twin(self) -> CompiledMapping:
         """This mapping compiled with placeholders (inline tests never depend on the env).
 
@@ -275,17 +285,6 @@ def _inputs_of(data: bytes, env: Mapping[str, str] | None, base_dir: Path) -> tu
     return (hashlib.sha256(data).hexdigest(), tuple(values))
 
 
-def _unchanged(old: CompiledMapping, path: Path, env: Mapping[str, str] | None) -> bool:
-    """True when `path` still holds exactly what `old` was compiled from."""
-    if old._placeholders or not old._inputs:
-        return False
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return False
-    return _inputs_of(data, env, path.parent) == old._inputs
-
-
 def _build(
     tree: dict[str, Any],
     lines: LineMap,
@@ -341,87 +340,3 @@ def _build(
 
 def _related(a: str, b: str) -> bool:
     return a == b or a.startswith(b + "/") or b.startswith(a + "/")
-
-
-def mapping_files(directory: Path) -> list[Path]:
-    """The mapping files of a directory (*.yaml, *.yml), sorted by name."""
-    return sorted(
-        p
-        for p in directory.iterdir()
-        if p.is_file() and p.suffix in (".yaml", ".yml") and not p.name.startswith(".")
-    )
-
-
-def duplicate_problems(mappings: Sequence[CompiledMapping]) -> list[Problem]:
-    """Problems for mappings that share a name or a webhook path."""
-    problems: list[Problem] = []
-    names: dict[str, CompiledMapping] = {}
-    paths: dict[str, CompiledMapping] = {}
-    for m in mappings:
-        first = names.setdefault(m.name, m)
-        if first is not m:
-            problems.append(
-                Problem(
-                    m.source,
-                    "/name",
-                    f"the name {m.name!r} is already used by {first.source}",
-                    "give every mapping its own name",
-                    m.lines.line("/name"),
-                )
-            )
-        first = paths.setdefault(m.webhook.path, m)
-        if first is not m:
-            problems.append(
-                Problem(
-                    m.source,
-                    "/webhook/path",
-                    f"the webhook path {m.webhook.path!r} is already used by {first.source}",
-                    "give every mapping its own webhook path",
-                    m.lines.line("/webhook/path"),
-                )
-            )
-    return problems
-
-
-def load_mapping_dir(
-    directory: Path,
-    *,
-    env: Mapping[str, str] | None = None,
-    check_secrets: bool = True,
-    previous: Mapping[str, CompiledMapping] | None = None,
-    each: Callable[[CompiledMapping], CompiledMapping] | None = None,
-) -> dict[str, CompiledMapping]:
-    """Load every mapping of a directory; one MappingError collects all files' problems.
-
-    A mapping of `previous` whose file and references are unchanged is reused as it is
-    (a reload of many mappings then compiles only what changed). `each` is applied to
-    every freshly compiled mapping as soon as it is compiled (the gateway runs its inline
-    tests and keeps it for serving, so only one full mapping is in memory at a time).
-    """
-    if not directory.is_dir():
-        raise MappingError(
-            Problem(
-                str(directory),
-                "",
-                "not a directory",
-                "point mappings_dir at the folder holding the *.yaml files",
-            )
-        )
-    problems: list[Problem] = []
-    loaded: list[CompiledMapping] = []
-    by_source = {m.source: m for m in (previous or {}).values()}
-    for path in mapping_files(directory):
-        old = by_source.get(str(path))
-        if old is not None and check_secrets and _unchanged(old, path, env):
-            loaded.append(old)
-            continue
-        try:
-            compiled = load_mapping(path, env=env, check_secrets=check_secrets)
-        except MappingError as exc:
-            problems.extend(exc.problems)
-            continue
-        loaded.append(compiled if each is None else each(compiled))
-    problems.extend(duplicate_problems(loaded))
-    if problems:
-        raise MappingError(problems)
-    return {m.name: m for m in loaded}
