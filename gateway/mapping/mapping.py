@@ -1,4 +1,4 @@
-"""CompiledMapping and the load pipeline: YAML -> schema -> ${VAR} -> compile -> frozen object."""
+"""CompiledMapping and loading one file: YAML -> schema -> ${VAR} -> compile -> frozen object."""
 
 from __future__ import annotations
 
