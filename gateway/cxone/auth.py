@@ -28,8 +28,8 @@ from typing import Any, Protocol
 import aiohttp
 import jwt
 
-from gateway import jsonutil
 from gateway.clock import Clock, system_clock
+from gateway.cxone.auth_answers import json_object, oauth_error, positive_number
 from gateway.errors import (
     ConfigError,
     GatewayError,
@@ -249,7 +249,7 @@ class CxoneAuth:
             raise UpstreamRejected(
                 UPSTREAM, "token response has no access_token", code="invalid_token_response"
             )
-        lifetime = _positive_number(doc.get("expires_in")) or DEFAULT_EXPIRES_IN
+        lifetime = positive_number(doc.get("expires_in")) or DEFAULT_EXPIRES_IN
         # never refresh later than half-way: a margin above a short lifetime would
         # otherwise make every call fetch a new token
         margin = min(auth.refresh_margin, lifetime / 2)
@@ -346,7 +346,7 @@ class CxoneAuth:
             ) from exc
         verdict = self._policy.classify(status, None)
         if verdict == "ok":
-            doc = _json_object(raw)
+            doc = json_object(raw)
             if doc is None:
                 raise UpstreamRejected(
                     UPSTREAM,
@@ -355,7 +355,7 @@ class CxoneAuth:
                     code="invalid_response",
                 )
             return doc
-        code, detail = _oauth_error(raw)
+        code, detail = oauth_error(raw)
         message = f"{what} refused (HTTP {status})"
         if detail:
             message += f": {self._scrub(detail)}"
@@ -378,47 +378,8 @@ class CxoneAuth:
         return text[:_MAX_MESSAGE]
 
 
-def _json_object(raw: bytes) -> dict[str, Any] | None:
-    if not raw.strip():
-        return None
-    try:
-        doc = jsonutil.loads(raw)
-    except GatewayError:
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
-def _oauth_error(raw: bytes) -> tuple[str | None, str]:
-    """Return (error code, description) of an RFC 6749 5.2 error body, if any."""
-    doc = _json_object(raw)
-    if doc is None:
-        return None, ""
-    code = doc.get("error")
-    detail = doc.get("error_description") or doc.get("message") or ""
-    code_s = code if isinstance(code, str) and code else None
-    detail_s = detail if isinstance(detail, str) else ""
-    if code_s and detail_s:
-        return code_s, f"{code_s}: {detail_s}"
-    return code_s, detail_s or (code_s or "")
-
-
 def _url_field(doc: Mapping[str, Any], key: str, what: str) -> str:
     value = doc.get(key)
     if not isinstance(value, str) or not value.startswith(("https://", "http://")):
         raise UpstreamRejected(UPSTREAM, f"{what}: no usable {key}", code="invalid_discovery")
     return value
-
-
-def _positive_number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            return None
-    else:
-        return None
-    return number if 0 < number < 10 * 365 * 86400 else None
