@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from gateway.sandbox.watering_hole.config import DEFAULT_USERS, UserSeed, WateringHoleConfig
 from gateway.sandbox.watering_hole.guards import ApiCall, Hold
+from gateway.sandbox.watering_hole.records import SimError, new_id
 from gateway.sandbox.watering_hole.sim import WateringHoleSim
 from gateway.sandbox.watering_hole.standalone import config_from_env, run_standalone
-from gateway.sandbox.watering_hole.state import SimError, new_id
 from gateway.sandbox.watering_hole.webhooks import (
     SIGNATURE_HEADER,
     Delivery,

@@ -12,13 +12,8 @@ from gateway import jsonutil
 from gateway.errors import BadRequest
 from gateway.sandbox.watering_hole.config import WateringHoleConfig
 from gateway.sandbox.watering_hole.guards import ApiCall, Faults, IdempotencyCache, TokenBucket
-from gateway.sandbox.watering_hole.state import (
-    Attachment,
-    Conversation,
-    Message,
-    SimError,
-    World,
-)
+from gateway.sandbox.watering_hole.records import Attachment, Conversation, Message, SimError
+from gateway.sandbox.watering_hole.state import World
 
 Handler = Callable[[web.Request], Any]
 

@@ -15,7 +15,8 @@ from gateway.sandbox.watering_hole.api import RestApi
 from gateway.sandbox.watering_hole.config import WateringHoleConfig
 from gateway.sandbox.watering_hole.control import ControlApi
 from gateway.sandbox.watering_hole.guards import ApiCall, Fault, Hold, default_code
-from gateway.sandbox.watering_hole.state import Attachment, Event, SimError, User, World
+from gateway.sandbox.watering_hole.records import Attachment, SimError, User
+from gateway.sandbox.watering_hole.state import Event, World
 from gateway.sandbox.watering_hole.webhooks import Delivery, DeliveryAttempt, Dispatcher
 
 log = logging.getLogger(__name__)

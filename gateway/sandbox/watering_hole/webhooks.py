@@ -14,7 +14,8 @@ import aiohttp
 
 from gateway import jsonutil
 from gateway.sandbox.watering_hole.config import WateringHoleConfig
-from gateway.sandbox.watering_hole.state import Event, SimError, new_id
+from gateway.sandbox.watering_hole.records import SimError, new_id
+from gateway.sandbox.watering_hole.state import Event
 
 SIGNATURE_HEADER = "WH-Signature"
 
