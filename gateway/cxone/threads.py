@@ -39,14 +39,17 @@ if TYPE_CHECKING:
 
 ALIAS_NS = "thread-alias"  # mapping, role, CXone thread -> platform conversation
 REVERSE_NS = "thread-alias-rev"  # mapping, role, platform conversation -> CXone thread
-ALIAS_TTL = 30 * 86400.0
 CONTACTS_NS = "contact"  # thread key -> CXone contact number
 THREAD_CHANNEL_NS = "thread-channel"  # mapping, thread -> CXone channel id
-_FACT_TTL = 30 * 86400.0
+KEPT_FOR = 30 * 86400.0  # every record of this module: 30 days from its last write
 
 
 def _key(mapping: str, role: str, thread_id: str) -> str:
     return f"{mapping}\x1f{role}\x1f{thread_id}"
+
+
+def _channel_key(mapping: str, thread_id: str) -> str:
+    return f"{mapping}\x1f{thread_id}"
 
 
 async def remember(
@@ -54,10 +57,10 @@ async def remember(
 ) -> None:
     """Record that a CXone thread and a platform conversation are one conversation."""
     await store.kv_set(
-        ALIAS_NS, _key(mapping, role, cxone_thread), platform_thread.encode(), ALIAS_TTL
+        ALIAS_NS, _key(mapping, role, cxone_thread), platform_thread.encode(), KEPT_FOR
     )
     await store.kv_set(
-        REVERSE_NS, _key(mapping, role, platform_thread), cxone_thread.encode(), ALIAS_TTL
+        REVERSE_NS, _key(mapping, role, platform_thread), cxone_thread.encode(), KEPT_FOR
     )
 
 
@@ -103,13 +106,13 @@ async def for_cxone(store: Store, call: InboundCall) -> dict[str, Any]:
 async def remember_channel(store: Store, mapping: str, thread_id: str, channel_id: str) -> None:
     """Record which CXone channel a thread is on (the legacy reply endpoint names none)."""
     await store.kv_refresh(
-        THREAD_CHANNEL_NS, f"{mapping}\x1f{thread_id}", channel_id.encode(), _FACT_TTL
+        THREAD_CHANNEL_NS, _channel_key(mapping, thread_id), channel_id.encode(), KEPT_FOR
     )
 
 
 async def channel_of(store: Store, mapping: str, thread_id: str) -> str | None:
     """The CXone channel a thread was last seen on, if any."""
-    known = await store.kv_get(THREAD_CHANNEL_NS, f"{mapping}\x1f{thread_id}")
+    known = await store.kv_get(THREAD_CHANNEL_NS, _channel_key(mapping, thread_id))
     return known.decode() if known is not None else None
 
 
@@ -117,7 +120,7 @@ async def remember_contact(store: Store, thread_key: str, answer: Any) -> None:
     """Keep the contact number of CXone's create-message answer, if it names one."""
     contact = answer.get("consumerContact") if isinstance(answer, dict) else None
     if isinstance(contact, dict) and contact.get("id") is not None:
-        await store.kv_refresh(CONTACTS_NS, thread_key, str(contact["id"]).encode(), _FACT_TTL)
+        await store.kv_refresh(CONTACTS_NS, thread_key, str(contact["id"]).encode(), KEPT_FOR)
 
 
 async def contact_of(store: Store, thread_key: str) -> str | None:
