@@ -76,6 +76,16 @@ EVERY_NODE_TYPE = [
     "starts_with(a, 'x')",
     "iso_ms(a)",
     "length(@)",
+    # fused field paths and comparisons with a string constant (either side)
+    "[a.b, c.d.a, a.b.c.d]",
+    "a[?b.c == 'x'].d.a",
+    "a.b == 'x'",
+    "'x' == a",
+    "a != 'ax'",
+    "'' != a.b",
+    '`"d"` == a',
+    "`1` < a",
+    "`0` >= a.b",
 ]
 
 

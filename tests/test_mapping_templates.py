@@ -196,6 +196,54 @@ def test_default_fast_path_renders_what_jinja_renders(expr: str, context: dict[s
         assert outcome(fast) == outcome(jinja)
 
 
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "{'id': a} if a is defined else omit",
+        "true if a is defined else omit",
+        "a if a is defined and a else omit",
+        "[{'id': a, 'n': b | default(none)}] if a is defined else []",
+        "a if a is defined and b is defined else 'none of them'",
+        "a.x if a is defined else none",
+        "now_iso_ms if now_iso_ms is defined else omit",  # a global is defined
+    ],
+)
+@pytest.mark.parametrize(
+    "context",
+    [{}, {"a": 1}, {"a": None}, {"a": ""}, {"b": "x"}, {"a": {"x": [1, "é"]}, "b": 2}],
+)
+def test_defined_guard_renders_what_jinja_renders(expr: str, context: dict[str, Any]) -> None:
+    from gateway.mapping.template_env import environment
+    from gateway.mapping.template_nodes import IfDefined, Native
+
+    fast = build("{{ " + expr + " }}")
+    assert isinstance(fast, IfDefined)
+    jinja = Native(environment("native").compile_expression(expr, undefined_to_none=False), "body")
+
+    def outcome(node: Node) -> tuple[str, Any]:
+        try:
+            return "value", node.render(context)
+        except RenderError as exc:
+            return "error", str(exc)
+
+    assert outcome(fast) == outcome(jinja)
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "a if a is undefined else omit",
+        "a if b and a is defined else omit",  # the test does not start with the guard
+        "a if a is defined else b",  # the fallback is not a constant
+        "a if a is defined",
+    ],
+)
+def test_other_conditionals_stay_with_jinja(expr: str) -> None:
+    from gateway.mapping.template_nodes import Native
+
+    assert type(build("{{ " + expr + " }}")) is Native
+
+
 @pytest.mark.parametrize("mode", ["text", "path", "native"])
 @pytest.mark.parametrize(
     "source",

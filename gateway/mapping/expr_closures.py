@@ -84,6 +84,10 @@ def compile_ast(
 
         return field
 
+    if kind == "subexpression":
+        keys = _field_keys(node)
+        if keys is not None:  # `a.b.c`, the commonest subexpression: no closure per key
+            return _path(keys)
     if kind in ("subexpression", "index_expression", "pipe"):
         return _chain([sub(c) for c in children])
 
@@ -115,7 +119,11 @@ def compile_ast(
         return sub(children[0])
 
     if kind == "comparator":
-        return _comparator(node["value"], sub(children[0]), sub(children[1]))
+        op, (left, right) = node["value"], children
+        if op in ("eq", "ne") and left["type"] == "literal":  # symmetric: constant on the right
+            left, right = right, left
+        literal = right["value"] if right["type"] == "literal" else None
+        return _comparator(op, sub(left), sub(right), literal)
 
     if kind == "or_expression":
         left, right = sub(children[0]), sub(children[1])
@@ -171,6 +179,45 @@ def _identity(value: Any) -> Any:
     return value
 
 
+def _field_keys(node: dict[str, Any]) -> tuple[str, ...] | None:
+    """The keys of a subexpression made of fields only (`a.b.c`), else None."""
+    if node["type"] == "field":
+        return (node["value"],)
+    if node["type"] != "subexpression":
+        return None
+    keys: list[str] = []
+    for child in node["children"]:
+        sub = _field_keys(child)
+        if sub is None:
+            return None
+        keys.extend(sub)
+    return tuple(keys)
+
+
+def _path(keys: tuple[str, ...]) -> Closure:
+    """What a chain of `field` closures computes: `.get` per key, None once one fails."""
+    if len(keys) == 2:
+        first, second = keys
+
+        def path2(value: Any) -> Any:
+            try:
+                return value.get(first).get(second)
+            except AttributeError:
+                return None
+
+        return path2
+
+    def path(value: Any) -> Any:
+        try:
+            for key in keys:
+                value = value.get(key)
+        except AttributeError:
+            return None
+        return value
+
+    return path
+
+
 def _chain(steps: list[Closure]) -> Closure:
     if len(steps) == 1:
         return steps[0]
@@ -186,7 +233,12 @@ def _chain(steps: list[Closure]) -> Closure:
     return chain
 
 
-def _comparator(op: str, left: Closure, right: Closure) -> Closure:
+def _comparator(op: str, left: Closure, right: Closure, literal: Any = None) -> Closure:
+    if type(literal) is str and op in ("eq", "ne"):
+        # `type == 'message.created'`: with a string on one side _equals is plain ==
+        if op == "eq":
+            return lambda value: bool(left(value) == literal)
+        return lambda value: bool(left(value) != literal)
     if op == "eq":
         return lambda value: _equals(left(value), right(value))
     if op == "ne":

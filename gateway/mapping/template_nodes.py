@@ -2,7 +2,8 @@
 
 `Native` and `Text` run Jinja; `Name`, `DefaultName` and `Concat` are fast paths for
 the commonest leaves (`{{ field }}`, `{{ field | default(x) }}`, literal text with plain
-`{{ field }}`s) that give what Jinja gives without building its context objects.
+`{{ field }}`s) that give what Jinja gives without building its context objects, and
+`IfDefined` skips Jinja for `{{ x if field is defined else y }}` while the field is absent.
 """
 
 from __future__ import annotations
@@ -122,6 +123,40 @@ def default_of_name(
         return None
 
 
+def defined_guard(env: ImmutableSandboxedEnvironment, expr: str) -> tuple[str, Any] | None:
+    """(field, fallback) of `x if field is defined [and ...] else fallback`, else None.
+
+    The fallback is `omit` or a constant: what the expression gives while `field` is
+    absent, since `and` stops at the undefined field.
+    """
+    body = env.parse("{{ " + expr + " }}").body
+    if len(body) != 1 or not isinstance(body[0], jinja2.nodes.Output) or len(body[0].nodes) != 1:
+        return None
+    node = body[0].nodes[0]
+    if not isinstance(node, jinja2.nodes.CondExpr) or node.expr2 is None:
+        return None
+    test = node.test
+    while isinstance(test, jinja2.nodes.And):
+        test = test.left
+    if not (
+        isinstance(test, jinja2.nodes.Test)
+        and test.name == "defined"
+        and isinstance(test.node, jinja2.nodes.Name)
+        and not test.args
+        and not test.kwargs
+        and test.dyn_args is None
+        and test.dyn_kwargs is None
+    ):
+        return None
+    fallback = node.expr2
+    if isinstance(fallback, jinja2.nodes.Name) and fallback.name == "omit":
+        return test.node.name, OMIT
+    try:
+        return test.node.name, fallback.as_const()
+    except jinja2.nodes.Impossible:
+        return None
+
+
 class Native(Node):
     """A leaf that is one expression, evaluated to a native value.
 
@@ -153,6 +188,27 @@ class Native(Node):
         except Exception as exc:
             raise RenderError(_explain(exc, self.label)) from None
         return _finalize(result, self.label)
+
+
+class IfDefined(Node):
+    """`{{ x if field is defined [and ...] else fallback }}` without Jinja while `field` is absent.
+
+    Defined means in the context or the globals, as Jinja resolves a name; when it is,
+    the whole expression runs in Jinja (`then`). `fallback` is `omit` or a constant.
+    """
+
+    __slots__ = ("_globals", "fallback", "name", "then")
+
+    def __init__(self, name: str, fallback: Any, then: Native) -> None:
+        self.name = name
+        self.fallback = fallback
+        self.then = then
+        self._globals = then._globals
+
+    def render(self, context: Mapping[str, Any]) -> Any:
+        if self.name not in context and self.name not in self._globals:
+            return _finalize(self.fallback, self.then.label)
+        return self.then.render(context)
 
 
 class Text(Node):

@@ -26,12 +26,14 @@ from gateway.mapping.template_nodes import (
     Const,
     DefaultName,
     DictNode,
+    IfDefined,
     ListNode,
     Name,
     Native,
     Text,
     concat_parts,
     default_of_name,
+    defined_guard,
 )
 from gateway.mapping.template_nodes import Node as Node
 from gateway.mapping.values import fixed_clock as fixed_clock
@@ -90,6 +92,9 @@ def _compile_leaf(source: str, pointer: str, report: Reporter, mode: Mode, label
         return DefaultName(name, fallback, label, otherwise)
     if kind == "native":
         return Native(value, label)
+    if kind == "guarded":
+        name, fallback, fn = value
+        return IfDefined(name, fallback, Native(fn, label))
     if kind == "concat":
         return Concat(value, environment(mode), label)
     return Text(value, label)
@@ -124,7 +129,11 @@ def _recipe(source: str, mode: Mode) -> tuple[str, Any]:
             fast = default_of_name(env, expr)
             if fast is not None:
                 return "default", fast
-            return "native", env.compile_expression(expr, undefined_to_none=False)
+            compiled = env.compile_expression(expr, undefined_to_none=False)
+            guard = defined_guard(env, expr)
+            if guard is not None:
+                return "guarded", (*guard, compiled)
+            return "native", compiled
         parts = concat_parts(ast)
         if parts is not None:
             return "concat", parts
