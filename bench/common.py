@@ -208,7 +208,7 @@ def write_gateway_yaml(
     cxone_port: int,
     backend: str = "sqlite",
     redis_url: str = "redis://127.0.0.1:6379/0",
-    workers: int = 16,
+    workers: int = 64,
     log_level: str = "WARNING",
     mappings_dir: Path = MAPPINGS,
     mapping_names: Sequence[str] = ("watering-hole",),

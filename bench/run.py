@@ -71,7 +71,7 @@ class System:
     name: str
     kind: str  # "bridge" | "gateway"
     store: str = "sqlite"
-    workers: int = 16
+    workers: int = 64
     log_level: str = "WARNING"
     platform_url: str = ""
     cxone_url: str = ""
@@ -365,7 +365,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--duration", type=float, default=5.0, help="seconds per latency phase")
     p.add_argument("--threads", type=int, default=500, help="distinct conversations")
-    p.add_argument("--workers", type=int, default=16, help="gateway delivery workers")
+    p.add_argument("--workers", type=int, default=64, help="gateway delivery workers")
     p.add_argument("--log-level", default="WARNING", help="gateway log level")
     p.add_argument(
         "--loop",

@@ -142,7 +142,7 @@ class StoreSettings:
 class DeliverySettings:
     """Queue workers."""
 
-    workers: int = 16
+    workers: int = 64
     lease_seconds: float = 30.0
     poll_interval: float = 0.5
     retry: RetrySettings = field(default_factory=lambda: RetrySettings(max_attempts=12))

@@ -317,7 +317,7 @@ def _build(
     )
     dl = tree.get("delivery", {})
     delivery = DeliverySettings(
-        workers=int(dl.get("workers", 16)),
+        workers=int(dl.get("workers", 64)),
         lease_seconds=float(dl.get("lease_seconds", 30.0)),
         poll_interval=float(dl.get("poll_interval", 0.5)),
         retry=_retry(dl.get("retry"), RetrySettings(max_attempts=12)),
