@@ -164,6 +164,22 @@ def test_user_text_is_never_evaluated() -> None:
     }
 
 
+def _outcome(node: Node, context: dict[str, Any]) -> tuple[str, Any]:
+    """What a node gives: its value, or the message of its RenderError."""
+    try:
+        return "value", node.render(context)
+    except RenderError as exc:
+        return "error", str(exc)
+
+
+def _jinja(expr: str) -> Node:
+    """The expression as plain Jinja renders it, with no fast path."""
+    from gateway.mapping.template_env import environment
+    from gateway.mapping.template_nodes import Native
+
+    return Native(environment("native").compile_expression(expr, undefined_to_none=False), "body")
+
+
 @pytest.mark.parametrize(
     "expr",
     [
@@ -179,21 +195,12 @@ def test_user_text_is_never_evaluated() -> None:
     [{}, {"a": 1}, {"a": None}, {"b": "x"}, {"a": {"k": [1, "é"]}, "b": 2}, {"a": "", "b": None}],
 )
 def test_default_fast_path_renders_what_jinja_renders(expr: str, context: dict[str, Any]) -> None:
-    from gateway.mapping.template_env import environment
-    from gateway.mapping.template_nodes import DefaultName, Native
+    from gateway.mapping.template_nodes import DefaultName
 
     fast = build("{{ " + expr + " }}")
     assert isinstance(fast, DefaultName)
-    jinja = Native(environment("native").compile_expression(expr, undefined_to_none=False), "body")
-
-    def outcome(node: Node) -> tuple[str, Any]:
-        try:
-            return "value", node.render(context)
-        except RenderError as exc:
-            return "error", str(exc)
-
     with fixed_clock(lambda: 1_764_158_400.5):
-        assert outcome(fast) == outcome(jinja)
+        assert _outcome(fast, context) == _outcome(_jinja(expr), context)
 
 
 @pytest.mark.parametrize(
@@ -213,20 +220,11 @@ def test_default_fast_path_renders_what_jinja_renders(expr: str, context: dict[s
     [{}, {"a": 1}, {"a": None}, {"a": ""}, {"b": "x"}, {"a": {"x": [1, "é"]}, "b": 2}],
 )
 def test_defined_guard_renders_what_jinja_renders(expr: str, context: dict[str, Any]) -> None:
-    from gateway.mapping.template_env import environment
-    from gateway.mapping.template_nodes import IfDefined, Native
+    from gateway.mapping.template_nodes import IfDefined
 
     fast = build("{{ " + expr + " }}")
     assert isinstance(fast, IfDefined)
-    jinja = Native(environment("native").compile_expression(expr, undefined_to_none=False), "body")
-
-    def outcome(node: Node) -> tuple[str, Any]:
-        try:
-            return "value", node.render(context)
-        except RenderError as exc:
-            return "error", str(exc)
-
-    assert outcome(fast) == outcome(jinja)
+    assert _outcome(fast, context) == _outcome(_jinja(expr), context)
 
 
 @pytest.mark.parametrize(
@@ -274,11 +272,4 @@ def test_concat_fast_path_renders_what_jinja_renders(
     fast = build(source, mode=mode)
     assert isinstance(fast, Concat)
     jinja = Text(environment(mode).from_string(source), "body")  # type: ignore[arg-type]
-
-    def outcome(node: Node) -> tuple[str, Any]:
-        try:
-            return "value", node.render(context)
-        except RenderError as exc:
-            return "error", str(exc)
-
-    assert outcome(fast) == outcome(jinja)
+    assert _outcome(fast, context) == _outcome(jinja, context)

@@ -85,7 +85,7 @@ def compile_ast(
         return field
 
     if kind == "subexpression":
-        keys = _field_keys(node)
+        keys = field_keys(node)
         if keys is not None:  # `a.b.c`, the commonest subexpression: no closure per key
             return _path(keys)
     if kind in ("subexpression", "index_expression", "pipe"):
@@ -179,7 +179,7 @@ def _identity(value: Any) -> Any:
     return value
 
 
-def _field_keys(node: dict[str, Any]) -> tuple[str, ...] | None:
+def field_keys(node: dict[str, Any]) -> tuple[str, ...] | None:
     """The keys of a subexpression made of fields only (`a.b.c`), else None."""
     if node["type"] == "field":
         return (node["value"],)
@@ -187,7 +187,7 @@ def _field_keys(node: dict[str, Any]) -> tuple[str, ...] | None:
         return None
     keys: list[str] = []
     for child in node["children"]:
-        sub = _field_keys(child)
+        sub = field_keys(child)
         if sub is None:
             return None
         keys.extend(sub)

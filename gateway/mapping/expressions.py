@@ -21,7 +21,7 @@ import jmespath.visitor
 from gateway import jsonutil
 from gateway.errors import BadRequest
 from gateway.mapping import bridging, values
-from gateway.mapping.expr_closures import Closure, compile_ast
+from gateway.mapping.expr_closures import Closure, compile_ast, field_keys
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -210,21 +210,6 @@ class ExpressionError(Exception):
 _INTERPRETER = jmespath.visitor.TreeInterpreter(_OPTIONS)
 
 
-def _field_path(ast: Any) -> tuple[str, ...] | None:
-    """The keys of a plain dotted path (`a.b.c`), which is evaluated without the interpreter."""
-    if ast.get("type") == "field":
-        return (ast["value"],)
-    if ast.get("type") == "subexpression":
-        keys: list[str] = []
-        for child in ast["children"]:
-            sub = _field_path(child)
-            if sub is None:
-                return None
-            keys.extend(sub)
-        return tuple(keys)
-    return None
-
-
 def _function_names(node: Any) -> Iterator[str]:
     if isinstance(node, dict):
         if node.get("type") == "function_expression":
@@ -245,7 +230,7 @@ class Expr:
         self.source = source
         self.where = where
         self._ast = parsed.parsed
-        self._keys = _field_path(self._ast)
+        self._keys = field_keys(self._ast)  # a plain `a.b.c` needs no closure
         # compiled at the first search: a field path never needs it, and a mapping's
         # other expressions cost memory only once a message uses them (RSS: 200 mappings)
         self._run: Closure | None = None
