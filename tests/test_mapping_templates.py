@@ -213,6 +213,12 @@ def test_default_fast_path_renders_what_jinja_renders(expr: str, context: dict[s
         "a if a is defined and b is defined else 'none of them'",
         "a.x if a is defined else none",
         "now_iso_ms if now_iso_ms is defined else omit",  # a global is defined
+        # `x` built from fast nodes: names, constants, lists, dicts, default(constant)
+        "{'x': [a, 1, 'two', none, true, 2.5], 'y': {'z': a} } if a is defined else omit",
+        "[a | default(omit), b | default('d')] if a is defined else []",
+        "b if a is defined else omit",  # `b` may be missing: the same error as Jinja's
+        "{'o': omit, 'a': a} if a is defined else omit",
+        "a if a is defined and a else 'empty'",
     ],
 )
 @pytest.mark.parametrize(
@@ -225,6 +231,25 @@ def test_defined_guard_renders_what_jinja_renders(expr: str, context: dict[str, 
     fast = build("{{ " + expr + " }}")
     assert isinstance(fast, IfDefined)
     assert _outcome(fast, context) == _outcome(_jinja(expr), context)
+
+
+@pytest.mark.parametrize(
+    ("expr", "then"),
+    [
+        ("{'id': a} if a is defined else omit", "DictNode"),
+        ("a if a is defined and a else omit", "Name"),
+        ("[{'id': a, 'n': b | default(none)}] if a is defined else []", "ListNode"),
+        ("a.x if a is defined else none", "Native"),  # an attribute: Jinja's sandbox rules
+        ("a if a is defined and b is defined else omit", "Native"),  # another test too
+        ("[a | default(b)] if a is defined else []", "Native"),  # a field as the fallback
+    ],
+)
+def test_a_guarded_value_needs_jinja_only_when_it_is_not_plain(expr: str, then: str) -> None:
+    from gateway.mapping.template_nodes import IfDefined
+
+    node = build("{{ " + expr + " }}")
+    assert isinstance(node, IfDefined)
+    assert type(node.then).__name__ == then
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,10 @@
 """The compiled nodes of a template tree, and how a leaf's value becomes JSON-like data.
 
-`Native` and `Text` run Jinja; `Name`, `DefaultName` and `Concat` are fast paths for
-the commonest leaves (`{{ field }}`, `{{ field | default(x) }}`, literal text with plain
-`{{ field }}`s) that give what Jinja gives without building its context objects, and
-`IfDefined` skips Jinja for `{{ x if field is defined else y }}` while the field is absent.
+`Native` and `Text` run Jinja; `Name`, `DefaultName`, `Concat` and `IfDefined` are fast
+paths for the commonest leaves (`{{ field }}`, `{{ field | default(x) }}`, literal text
+with plain `{{ field }}`s, `{{ x if field is defined else y }}`) that give what Jinja
+gives without building its context objects. Which leaves take them:
+`gateway.mapping.template_fast`.
 """
 
 from __future__ import annotations
@@ -86,77 +87,6 @@ class DefaultName(Node):
         return _finalize(self.fallback, self.label)
 
 
-def default_of_name(
-    env: ImmutableSandboxedEnvironment, expr: str
-) -> tuple[str, Any, str | None] | None:
-    """(field, constant fallback, fallback expression) for `field | default(...)`, else None."""
-    body = env.parse("{{ " + expr + " }}").body
-    if len(body) != 1 or not isinstance(body[0], jinja2.nodes.Output) or len(body[0].nodes) != 1:
-        return None
-    node = body[0].nodes[0]
-    if not (
-        isinstance(node, jinja2.nodes.Filter)
-        and node.name == "default"
-        and isinstance(node.node, jinja2.nodes.Name)
-        and len(node.args) == 1
-        and not node.kwargs
-        and node.dyn_args is None
-        and node.dyn_kwargs is None
-    ):
-        return None
-    name, arg = node.node.name, node.args[0]
-    if isinstance(arg, jinja2.nodes.Name):
-        return (name, OMIT, None) if arg.name == "omit" else (name, None, arg.name)
-    if (
-        isinstance(arg, jinja2.nodes.Call)
-        and isinstance(arg.node, jinja2.nodes.Name)
-        and arg.node.name == "now_iso_ms"  # other calls may fail: Jinja's eager order
-        and not arg.args
-        and not arg.kwargs
-        and arg.dyn_args is None
-        and arg.dyn_kwargs is None
-    ):
-        return name, None, arg.node.name + "()"
-    try:
-        return name, arg.as_const(), None
-    except jinja2.nodes.Impossible:
-        return None
-
-
-def defined_guard(env: ImmutableSandboxedEnvironment, expr: str) -> tuple[str, Any] | None:
-    """(field, fallback) of `x if field is defined [and ...] else fallback`, else None.
-
-    The fallback is `omit` or a constant: what the expression gives while `field` is
-    absent, since `and` stops at the undefined field.
-    """
-    body = env.parse("{{ " + expr + " }}").body
-    if len(body) != 1 or not isinstance(body[0], jinja2.nodes.Output) or len(body[0].nodes) != 1:
-        return None
-    node = body[0].nodes[0]
-    if not isinstance(node, jinja2.nodes.CondExpr) or node.expr2 is None:
-        return None
-    test = node.test
-    while isinstance(test, jinja2.nodes.And):
-        test = test.left
-    if not (
-        isinstance(test, jinja2.nodes.Test)
-        and test.name == "defined"
-        and isinstance(test.node, jinja2.nodes.Name)
-        and not test.args
-        and not test.kwargs
-        and test.dyn_args is None
-        and test.dyn_kwargs is None
-    ):
-        return None
-    fallback = node.expr2
-    if isinstance(fallback, jinja2.nodes.Name) and fallback.name == "omit":
-        return test.node.name, OMIT
-    try:
-        return test.node.name, fallback.as_const()
-    except jinja2.nodes.Impossible:
-        return None
-
-
 class Native(Node):
     """A leaf that is one expression, evaluated to a native value.
 
@@ -191,23 +121,39 @@ class Native(Node):
 
 
 class IfDefined(Node):
-    """`{{ x if field is defined [and ...] else fallback }}` without Jinja while `field` is absent.
+    """`{{ x if field is defined [and field] else fallback }}` without Jinja when it can.
 
-    Defined means in the context or the globals, as Jinja resolves a name; when it is,
-    the whole expression runs in Jinja (`then`). `fallback` is `omit` or a constant.
+    Defined means in the context or the globals, as Jinja resolves a name. While the
+    field is absent (or, with `and field`, false) the leaf is `fallback`, `omit` or a
+    constant; otherwise it is `then`: a fast node for `x` when `x` needs no Jinja, else
+    the whole expression in Jinja.
     """
 
-    __slots__ = ("_globals", "fallback", "name", "then")
+    __slots__ = ("_globals", "fallback", "label", "name", "then", "truthy")
 
-    def __init__(self, name: str, fallback: Any, then: Native) -> None:
+    def __init__(
+        self,
+        name: str,
+        fallback: Any,
+        then: Node,
+        label: str,
+        *,
+        truthy: bool = False,
+        globals_: Mapping[str, Any],
+    ) -> None:
         self.name = name
         self.fallback = fallback
         self.then = then
-        self._globals = then._globals
+        self.label = label
+        self.truthy = truthy  # `and field`: a false value also gives the fallback
+        self._globals = dict(globals_)
 
     def render(self, context: Mapping[str, Any]) -> Any:
-        if self.name not in context and self.name not in self._globals:
-            return _finalize(self.fallback, self.then.label)
+        value = context.get(self.name, _MISSING)
+        if value is _MISSING:
+            value = self._globals.get(self.name, _MISSING)
+        if value is _MISSING or (self.truthy and not value):
+            return _finalize(self.fallback, self.label)
         return self.then.render(context)
 
 
@@ -225,7 +171,7 @@ class Text(Node):
             raise RenderError(_explain(exc, self.label)) from None
 
 
-class _Field(str):
+class Field(str):
     """A `{{ field }}` part of a `Concat` (a str subclass only to tell it from text)."""
 
 
@@ -265,22 +211,6 @@ class Concat(Node):
         except Exception as exc:
             raise RenderError(_explain(exc, self.label)) from None
         return "".join(out)
-
-
-def concat_parts(ast: jinja2.nodes.Template) -> tuple[str, ...] | None:
-    """The parts of a text that is only literal text and `{{ name }}`s, else None."""
-    parts: list[str] = []
-    for output in ast.body:
-        if not isinstance(output, jinja2.nodes.Output):
-            return None
-        for node in output.nodes:
-            if isinstance(node, jinja2.nodes.TemplateData):
-                parts.append(node.data)
-            elif isinstance(node, jinja2.nodes.Name) and node.ctx == "load":
-                parts.append(_Field(node.name))
-            else:
-                return None
-    return tuple(parts)
 
 
 class DictNode(Node):

@@ -21,6 +21,7 @@ from gateway.mapping.template_env import OMIT as OMIT
 from gateway.mapping.template_env import Mode as Mode
 from gateway.mapping.template_env import RenderError as RenderError
 from gateway.mapping.template_env import environment
+from gateway.mapping.template_fast import concat_parts, default_of_name, guarded, plain
 from gateway.mapping.template_nodes import (
     Concat,
     Const,
@@ -31,9 +32,6 @@ from gateway.mapping.template_nodes import (
     Name,
     Native,
     Text,
-    concat_parts,
-    default_of_name,
-    defined_guard,
 )
 from gateway.mapping.template_nodes import Node as Node
 from gateway.mapping.values import fixed_clock as fixed_clock
@@ -93,8 +91,16 @@ def _compile_leaf(source: str, pointer: str, report: Reporter, mode: Mode, label
     if kind == "native":
         return Native(value, label)
     if kind == "guarded":
-        name, fallback, fn = value
-        return IfDefined(name, fallback, Native(fn, label))
+        guard, fn = value
+        then = plain(guard.then, label) if guard.then is not None else None
+        return IfDefined(
+            guard.name,
+            guard.fallback,
+            then or Native(fn, label),
+            label,
+            truthy=guard.truthy,
+            globals_=environment(mode).globals,
+        )
     if kind == "concat":
         return Concat(value, environment(mode), label)
     return Text(value, label)
@@ -130,9 +136,9 @@ def _recipe(source: str, mode: Mode) -> tuple[str, Any]:
             if fast is not None:
                 return "default", fast
             compiled = env.compile_expression(expr, undefined_to_none=False)
-            guard = defined_guard(env, expr)
+            guard = guarded(env, expr)
             if guard is not None:
-                return "guarded", (*guard, compiled)
+                return "guarded", (guard, compiled)
             return "native", compiled
         parts = concat_parts(ast)
         if parts is not None:
