@@ -146,7 +146,7 @@ class IfDefined(Node):
         self.then = then
         self.label = label
         self.truthy = truthy  # `and field`: a false value also gives the fallback
-        self._globals = dict(globals_)
+        self._globals = globals_  # the environment's own, never changed after setup
 
     def render(self, context: Mapping[str, Any]) -> Any:
         value = context.get(self.name, _MISSING)

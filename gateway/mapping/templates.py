@@ -96,7 +96,7 @@ def _compile_leaf(source: str, pointer: str, report: Reporter, mode: Mode, label
         return IfDefined(
             guard.name,
             guard.fallback,
-            then or Native(fn, label),
+            Native(fn, label) if then is None else then,
             label,
             truthy=guard.truthy,
             globals_=environment(mode).globals,
