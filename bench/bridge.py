@@ -331,6 +331,8 @@ class Bridge:
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return error(400, "invalid_request")
         thread = (body.get("thread") or {}).get("idOnExternalPlatform")
+        if not isinstance(thread, str) or not thread:
+            return error(400, "invalid_request")
         people = body.get("endUserRecipients") or body.get("recipients") or [{}]
         recipient, name = people[0].get("idOnExternalPlatform"), people[0].get("name")
         if len(text) > 1000:
@@ -338,7 +340,7 @@ class Bridge:
         out: dict[str, Any] = {"text": text}
         if channel == BOARD:
             reply_to = (body.get("replyToMessage") or {}).get("idOnExternalPlatform")
-            is_comment = bool(reply_to) and reply_to.startswith("cmt_")
+            is_comment = isinstance(reply_to, str) and reply_to.startswith("cmt_")
             out["reply_to_comment_id"] = reply_to if is_comment else None
             path = f"/posts/{quote(thread, safe='')}/comments"
         elif thread and thread.startswith("cnv_"):

@@ -287,7 +287,7 @@ def _line(r: dict[str, Any]) -> str:
 
 def summarise(phases: list[dict[str, Any]], mem: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians over repetitions, per system and path."""
-    out: dict[str, Any] = {}
+    out: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in phases:
         key = (r["system"], r["path"], r["mode"])
         out.setdefault(key, []).append(r)

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from gateway.sandbox.cxone.agent import Endpoint
 from tests.harness import CHAT_CHANNEL, World
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -48,13 +49,13 @@ async def test_dm_with_attachments_reaches_cxone_attachments(world: World) -> No
 
 @pytest.mark.parametrize("endpoint", ["outbound", "legacy"])
 async def test_agent_reply_appears_on_the_platform_and_cxone_gets_its_id(
-    world: World, endpoint: str
+    world: World, endpoint: Endpoint
 ) -> None:
     conv, msg = await world.dm("usr_lion", "roar?")
     await world.delivered(CHAT_CHANNEL, msg)
     status, body = await world.cxone.agent_reply(
         CHAT_CHANNEL, conv, f"Hello Leo ({endpoint})", endpoint=endpoint
-    )  # type: ignore[arg-type]
+    )
     assert status == 200, body
     conversation = world.wh.world.conversations[conv]
     sent = conversation.messages[-1]

@@ -219,7 +219,8 @@ def test_parse_json(wh: CompiledMapping) -> None:
 
 
 def test_a_delivery_without_items_is_refused(wh: CompiledMapping, nested: CompiledMapping) -> None:
-    for payload in ([], {"delivery": {"id": "x"}}):
+    payloads: list[Any] = [[], {"delivery": {"id": "x"}}]
+    for payload in payloads:
         with pytest.raises(BadRequest) as info:
             wh.split(payload, headers={}, query={})
         assert info.value.code == "invalid_delivery"

@@ -296,5 +296,5 @@ def test_concat_fast_path_renders_what_jinja_renders(
 
     fast = build(source, mode=mode)
     assert isinstance(fast, Concat)
-    jinja = Text(environment(mode).from_string(source), "body")  # type: ignore[arg-type]
+    jinja = Text(environment(mode).from_string(source), "body")
     assert _outcome(fast, context) == _outcome(jinja, context)

@@ -257,8 +257,8 @@ async def _steady_stream(world: TlsWorld) -> AsyncIterator[Stream]:
         await world.delivered(CHAT_CHANNEL, m)
 
     calls: dict[str, Callable[[], Awaitable[int | None]]] = {
-        "typing": typing,  # type: ignore[dict-item]
-        "webhook": webhook,  # type: ignore[dict-item]
+        "typing": typing,
+        "webhook": webhook,
         "cxone-fresh": lambda: _fresh_get(world.cxone_url + "/healthz", cxone),
         "platform-fresh": lambda: _fresh_get(world.platform_url + "/healthz", world.tls_as()),
     }
@@ -337,7 +337,7 @@ def _resume(url: str, ctx: ssl.SSLContext, session: ssl.SSLSession | None) -> tu
     try:
         with _tls_session(url, ctx, session) as conn:
             conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            return conn.session_reused, conn.recv(65536)
+            return bool(conn.session_reused), conn.recv(65536)
     except (ssl.SSLError, OSError):
         return False, b""  # refused during or right after the handshake
 

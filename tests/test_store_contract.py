@@ -97,9 +97,11 @@ async def store(make_store: MakeStore) -> Store:
     return await make_store()
 
 
-def jobs(*specs: tuple[str, ...]) -> list[NewJob]:
+def jobs(*specs: tuple[str, str] | tuple[str, str, str | None]) -> list[NewJob]:
     """Build NewJobs from (thread, payload[, dedupe_key]) tuples."""
-    return [NewJob(s[0], s[1].encode(), s[2] if len(s) > 2 else None) for s in specs]
+    return [
+        NewJob(thread, payload.encode(), key[0] if key else None) for thread, payload, *key in specs
+    ]
 
 
 async def drain(store: Store, owner: str = "w", limit: int = 100) -> list[list[Job]]:

@@ -220,7 +220,7 @@ def make_machine(backend: str) -> type[RuleBasedStateMachine]:
 def test_store_matches_model(backend: str) -> None:
     if backend == "redis" and not redis_available():
         pytest.skip(f"no Redis server answers at {REDIS_URL} (set REDIS_URL or start one)")
-    run_state_machine_as_test(
+    run_state_machine_as_test(  # type: ignore[no-untyped-call]  # hypothesis: no annotations
         make_machine(backend),
         settings=settings(
             max_examples=60,

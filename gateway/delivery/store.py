@@ -36,7 +36,7 @@ from collections.abc import Generator, Sequence
 from contextlib import AbstractAsyncContextManager, suppress
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from gateway.clock import Clock, system_clock
 from gateway.errors import GatewayError, StoreError
@@ -115,7 +115,7 @@ class Store(abc.ABC):
     async def ping(self) -> None:
         """Raise StoreError when the backend does not answer."""
 
-    async def __aenter__(self) -> Store:
+    async def __aenter__(self) -> Self:
         await self.open()
         return self
 

@@ -344,7 +344,7 @@ class CxoneSim:
         thread = self.thread(channel_id, thread_id)
         return thread.contact_id if thread is not None and thread.contact_ids else None
 
-    async def wait_for(self, predicate: Callable[[], T], timeout: float = 5.0) -> T:  # noqa: ASYNC109
+    async def wait_for(self, predicate: Callable[[], T | None], timeout: float = 5.0) -> T:  # noqa: ASYNC109
         """Wait, without sleeping, until `predicate()` is truthy; return its value."""
         return await self.state.wait_for(predicate, timeout)
 

@@ -63,7 +63,7 @@ class SimState:
         event.set()
         return self.seq
 
-    async def wait_for(self, predicate: Callable[[], T], seconds: float = 5.0) -> T:
+    async def wait_for(self, predicate: Callable[[], T | None], seconds: float = 5.0) -> T:
         """Wait until `predicate()` is truthy (checked at every change); return its value."""
         try:
             async with asyncio.timeout(seconds):
