@@ -55,15 +55,8 @@ def concat_parts(ast: jinja2.nodes.Template) -> tuple[str, ...] | None:
     return tuple(parts)
 
 
-def default_of_name(
-    env: ImmutableSandboxedEnvironment, expr: str
-) -> tuple[str, Any, str | None] | None:
+def default_of_name(node: jinja2.nodes.Expr) -> tuple[str, Any, str | None] | None:
     """(field, constant fallback, fallback expression) for `field | default(...)`, else None."""
-    node = single_expression(env, expr)
-    return _default_of(node) if node is not None else None
-
-
-def _default_of(node: jinja2.nodes.Expr) -> tuple[str, Any, str | None] | None:
     if not (
         isinstance(node, jinja2.nodes.Filter)
         and node.name == "default"
@@ -102,14 +95,13 @@ class Guard(NamedTuple):
     truthy: bool  # `and name`: a false value also gives the fallback
 
 
-def guarded(env: ImmutableSandboxedEnvironment, expr: str) -> Guard | None:
+def guarded(node: jinja2.nodes.Expr) -> Guard | None:
     """The guard of `x if name is defined [and ...] else fallback`, else None.
 
     While `name` is absent the expression gives `fallback`, since `and` stops at the
     undefined name. When the test is exactly `name is defined` or `name is defined and
     name`, `then` is `x`; with any other test the whole expression runs in Jinja.
     """
-    node = single_expression(env, expr)
     if not isinstance(node, jinja2.nodes.CondExpr) or node.expr2 is None:
         return None
     test, rest = node.test, []
@@ -160,7 +152,7 @@ def plain(node: jinja2.nodes.Expr, label: str) -> Node | None:
                 return None
             pairs.append((pair.key.value, value_node))
         return DictNode(pairs)
-    default = _default_of(node)
+    default = default_of_name(node)
     if default is not None and default[2] is None:  # a constant fallback, not a field or call
         return DefaultName(default[0], default[1], label)
     return None

@@ -21,7 +21,13 @@ from gateway.mapping.template_env import OMIT as OMIT
 from gateway.mapping.template_env import Mode as Mode
 from gateway.mapping.template_env import RenderError as RenderError
 from gateway.mapping.template_env import environment
-from gateway.mapping.template_fast import concat_parts, default_of_name, guarded, plain
+from gateway.mapping.template_fast import (
+    concat_parts,
+    default_of_name,
+    guarded,
+    plain,
+    single_expression,
+)
 from gateway.mapping.template_nodes import (
     Concat,
     Const,
@@ -132,11 +138,12 @@ def _recipe(source: str, mode: Mode) -> tuple[str, Any]:
             expr = single.group("expr").strip()
             if _NAME.match(expr) and expr not in ("true", "false", "none", "True", "False", "None"):
                 return "name", expr
-            fast = default_of_name(env, expr)
+            node = single_expression(env, expr)  # read once for every fast shape
+            fast = default_of_name(node) if node is not None else None
             if fast is not None:
                 return "default", fast
             compiled = env.compile_expression(expr, undefined_to_none=False)
-            guard = guarded(env, expr)
+            guard = guarded(node) if node is not None else None
             if guard is not None:
                 return "guarded", (guard, compiled)
             return "native", compiled
