@@ -1,10 +1,10 @@
 """create_app: build both listeners' applications and the resources they share.
 
-Middlewares (outermost first), on both listeners; two layers, as they run on every request:
-  1. request context - request id, access metrics (sees every final status), and every
-     failure made a JSON body (http_errors.error_response); nothing leaks
-  2. edge            - IP allow-list (403 before any work), mTLS peer names, body read
-     deadline (gateway.edge.edge_middleware)
+One middleware on each listener, as it runs on every request:
+  - request context: request id, access metrics (sees every final status), and every
+    failure made a JSON body (http_errors.error_response); nothing leaks
+  - inside it, the edge (gateway.edge.Edge): IP allow-list (403 before any work), mTLS
+    peer names, body read deadline
 
 Resources are opened by cleanup contexts on the CXone-facing app, in this order and
 closed in reverse: configuration (routing), certificate checks, store, HTTP clients,
@@ -38,7 +38,7 @@ from gateway.cxone.tokens import FailureThrottle
 from gateway.delivery.store import open_store
 from gateway.delivery.token_cache import StoreTokenCache, token_cache_key
 from gateway.delivery.worker import Workers
-from gateway.edge import edge_middleware
+from gateway.edge import Edge
 from gateway.http import make_session
 from gateway.http_errors import error_response
 from gateway.ids import unique_id
@@ -66,7 +66,7 @@ class GatewayApps:
 
 
 def _request_context(
-    listener: str,
+    listener: str, edge: Edge
 ) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -76,7 +76,12 @@ def _request_context(
         status = 500
         try:
             try:
-                response = await handler(request)
+                refused = edge.admit(request)
+                if refused is None:
+                    response = await handler(request)
+                    edge.finish(request, response)
+                else:
+                    response = refused
             except web.HTTPException as exc:
                 if exc.status < 400:  # a redirect: aiohttp sends it
                     status = exc.status
@@ -101,7 +106,7 @@ def _request_context(
 def _middlewares(
     listener: str, settings: Callable[[], ListenerSettings]
 ) -> list[Callable[..., Awaitable[web.StreamResponse]]]:
-    return [_request_context(listener), edge_middleware(settings)]
+    return [_request_context(listener, Edge(settings))]
 
 
 def create_apps(settings: Settings, *, clock: Clock = system_clock) -> GatewayApps:

@@ -6,10 +6,10 @@ Limits, from the socket inwards (each listener has its own `ListenerSettings`):
    count, and `keepalive_timeout`, which closes a connection that has not delivered a
    complete request head in time (idle keep-alive and slow-header drips alike).
    `harden_server` makes its answer to a malformed head a JSON 400 without an echo.
-2. `edge_middleware`, one layer doing in order: the allow-list (the caller's address
-   from `gateway.client_address`), mTLS names (a verified certificate with an accepted
-   name), and the deadline for reading the body. It answers with JSON errors itself,
-   so its place relative to the error middleware is free.
+2. `Edge` (inside `gateway.app`'s middleware; `edge_middleware` on its own), doing in
+   order: the allow-list (the caller's address from `gateway.client_address`), mTLS
+   names (a verified certificate with an accepted name), and the deadline for reading
+   the body. It answers with JSON errors itself.
 3. Handlers read bodies with `read_body_limited`: size limit on the wire and after
    decompression, the deadline above (slow drip -> 408), gzip/deflate only (-> 415).
    `check_json_depth` bounds nesting after parsing (MAX_JSON_DEPTH).
@@ -54,7 +54,7 @@ MAX_HEADERS = 100
 # After an early error response, read and drop the rest of a body this long at most, so
 # the caller sees the response instead of a reset.
 LINGERING_TIME = 2.0
-# Bound on a body read when no listener deadline is set (edge_middleware sets one).
+# Bound on a body read when no listener deadline is set (`Edge.admit` sets one).
 DEFAULT_READ_TIMEOUT = 10.0
 # Deepest nesting of objects/arrays a JSON body may have (check_json_depth); BYOC and
 # webhook payloads nest a handful of levels, so this only stops pathological input.
@@ -73,8 +73,8 @@ def _getter(value: Provider[T]) -> Callable[[], T]:
     return lambda: value
 
 
-def edge_middleware(listener: Provider[ListenerSettings]) -> Middleware:
-    """The edge of one listener in one middleware: allow-list, mTLS names, body deadline.
+class Edge:
+    """The edge of one listener: allow-list, mTLS names, body deadline, around a handler.
 
     1. Callers outside `allow` get 403 (an empty list lets everyone in; the address is
        `client_address.client_ip`, X-Forwarded-For only from trusted proxies).
@@ -85,17 +85,20 @@ def edge_middleware(listener: Provider[ListenerSettings]) -> Middleware:
        listener asked for certificates is served once and then closed
        (`tls_peers.require_peer`).
     3. The body read (`read_body_limited`) gets its deadline, `read_timeout` from now.
-    A response whose connection must close says so in its headers. One layer, as it runs
-    on every request; each check is skipped when not configured, and the settings are
-    read per request, so a reload applies at once.
+    A response whose connection must close says so in its headers (`finish`). It runs
+    on every request, so it is two plain calls inside the application's one middleware
+    (`gateway.app`), not a middleware of its own; each check is skipped when not
+    configured, and the settings are read per request, so a reload applies at once.
     """
-    get = _getter(listener)
-    parse_networks(tuple(get().allow))  # a typo fails at start, not on the first request
-    parse_networks(tuple(get().trusted_proxies), "trusted_proxies")
 
-    @web.middleware
-    async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
-        settings = get()
+    def __init__(self, listener: Provider[ListenerSettings]) -> None:
+        self._get = get = _getter(listener)
+        parse_networks(tuple(get().allow))  # a typo fails at start, not on the first request
+        parse_networks(tuple(get().trusted_proxies), "trusted_proxies")
+
+    def admit(self, request: web.Request) -> web.Response | None:
+        """None when the request may go on; else the error response to send instead."""
+        settings = self._get()
         if settings.allow:
             addr = client_ip(request, settings.trusted_proxies)
             if addr is None or not within(addr, parse_networks(tuple(settings.allow))):
@@ -107,12 +110,29 @@ def edge_middleware(listener: Provider[ListenerSettings]) -> Middleware:
             except Forbidden as exc:
                 return json_error(exc.status, exc.code, exc.message)
         request[_DEADLINE] = asyncio.get_running_loop().time() + settings.read_timeout
-        response = await handler(request)
-        if wants_close(request):  # tls_peers.close_after_response: say so in the headers
+        return None
+
+    @staticmethod
+    def finish(request: web.Request, response: web.StreamResponse) -> None:
+        """After the handler: close the connection if `tls_peers.close_after_response` asked."""
+        if wants_close(request):
             response.force_close()
+
+
+def edge_middleware(listener: Provider[ListenerSettings]) -> Middleware:
+    """`Edge` as a middleware of its own, for applications without `gateway.app`'s."""
+    edge = Edge(listener)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        refused = edge.admit(request)
+        if refused is not None:
+            return refused
+        response = await handler(request)
+        edge.finish(request, response)
         return response
 
-    return edge
+    return middleware
 
 
 # --- bodies ----------------------------------------------------------------------------
@@ -187,7 +207,7 @@ async def _stream(request: web.BaseRequest, max_bytes: int, inflater: _Inflater 
 async def read_body_limited(request: web.BaseRequest, max_bytes: int) -> bytes:
     """Read the whole body, decompressed, refusing more than `max_bytes` (413).
 
-    The read must end by the deadline `edge_middleware` set (without it, within
+    The read must end by the deadline `Edge.admit` set (without it, within
     DEFAULT_READ_TIMEOUT seconds): a slow drip gets 408. Expects the
     server to run with `auto_decompress=False` (see `server_kwargs`). The body is kept,
     so a second call returns it again.

@@ -62,6 +62,9 @@ async def read_body(resp: aiohttp.ClientResponse, limit: int, upstream: str) -> 
             status=resp.status,
             code="response_too_large",
         )
+    if declared is not None and "Content-Encoding" not in resp.headers:
+        # the length is known and nothing is inflated: it cannot grow past `declared`
+        return await resp.read()
     chunks: list[bytes] = []
     size = 0
     async for chunk in resp.content.iter_chunked(65_536):

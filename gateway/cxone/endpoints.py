@@ -334,19 +334,20 @@ async def _reply(
             # answers must find each other (gateway.cxone.threads)
             await threads.remember(gw.store, mapping.name, role, thread_id, platform_thread)
     gw.metrics.messages.labels(mapping.name, role, plan.route, "outbound", "sent").inc()
-    log.info(
-        "reply sent",
-        extra={
-            "mapping": mapping.name,
-            "channel": channel_id,
-            "route": plan.route,
-            "cxone_id": cxone_thread,
-            "platform_id": _message_id(result),
-            "outcome": "sent",
-            "text": _text_for_log(plan.fields.get("text"), routing.settings.logging),
-            "duration_ms": round((time.monotonic() - started) * 1000, 1),
-        },
-    )
+    if log.isEnabledFor(logging.INFO):  # the record's fields cost more than the check
+        log.info(
+            "reply sent",
+            extra={
+                "mapping": mapping.name,
+                "channel": channel_id,
+                "route": plan.route,
+                "cxone_id": cxone_thread,
+                "platform_id": _message_id(result),
+                "outcome": "sent",
+                "text": _text_for_log(plan.fields.get("text"), routing.settings.logging),
+                "duration_ms": round((time.monotonic() - started) * 1000, 1),
+            },
+        )
     return result
 
 
