@@ -175,7 +175,8 @@ def exact_ids(fields: Mapping[str, Any]) -> dict[str, Any]:
     return {
         k: (
             to_str(v)
-            if is_id_field(k) and isinstance(v, int | float) and not isinstance(v, bool)
+            # the type first: most values are text, and the name check is a Python call
+            if isinstance(v, int | float) and not isinstance(v, bool) and is_id_field(k)
             else v
         )
         for k, v in fields.items()
