@@ -88,3 +88,39 @@ async def test_a_backlog_drains_with_one_store_operation_per_message(tmp_path: P
         assert sum(calls["claim"]) == 1
         assert calls["complete_and_claim"] == [1, 1, 1, 0]
         assert await store.depth() == 0
+
+
+async def test_messages_handed_over_at_intake_cost_no_claim(tmp_path: Path) -> None:
+    # with SQLite a claim is a transaction: a worker that delivered a job handed over at
+    # intake goes back to waiting instead of asking the store for more (before: one
+    # claim per message, each finding nothing)
+    async with start_world(tmp_path, backend="sqlite", poll_interval=30.0) as world:
+        store = world.gateway.store
+        claims: list[int] = []
+        claim = store.claim
+
+        async def counting(*args: Any, **kwargs: Any) -> Any:
+            jobs = await claim(*args, **kwargs)
+            claims.append(len(jobs))
+            return jobs
+
+        store.claim = counting  # type: ignore[method-assign]
+        _, first = await world.dm("usr_zebra", "warm-up")
+        await world.delivered(CHAT_CHANNEL, first)
+        claims.clear()  # the workers' first claims at startup are behind us
+        users = ["usr_lion", "usr_giraffe", "usr_hippo", "usr_meerkat"]
+        ids = [(await world.dm(user, f"hello from {user}"))[1] for user in users]
+        for message_id in ids:
+            await world.delivered(CHAT_CHANNEL, message_id)
+        assert sorted(m.message_id for m in world.cxone.messages) == sorted([first, *ids])
+        assert claims == []
+        # a message queued behind a busy thread is still claimed as soon as it is free
+        gate = world.cxone.hold("create_message")
+        conv, held = await world.dm("usr_lion", "first")
+        await world.cxone.wait_for(lambda: world.cxone.held("create_message") >= 1)
+        _, queued = await world.dm("usr_lion", "second", conversation_id=conv)
+        gate.set()
+        world.cxone.release()
+        await world.delivered(CHAT_CHANNEL, held)
+        await world.delivered(CHAT_CHANNEL, queued)
+        assert sum(claims) == 1

@@ -50,7 +50,9 @@ class Workers:
         self._stopping = asyncio.Event()
         self._policy = RetryPolicy(gateway.settings.delivery.retry)
         self._direct: deque[tuple[Job, InboundJob | None]] = deque()
-        self._idle: deque[asyncio.Future[None]] = deque()  # one per waiting worker
+        self._idle: deque[asyncio.Future[bool]] = deque()  # one per waiting worker
+        # a wake-up found no idle worker: the next worker to finish claims (see `_run`)
+        self._missed = False
         self._dispatcher: asyncio.Task[None] | None = None
         self._running = False
         self.delivered = 0
@@ -114,6 +116,7 @@ class Workers:
         store = self._gw.store
         settings = self._gw.settings.delivery
         claimed: list[Job] = []  # the next job, claimed as the last one completed
+        look = True  # ask the store for work: at start, after a claimed job, when told to
         while not self._stopping.is_set() or self._direct or claimed:
             if self._direct and not claimed:  # a job claimed already goes first
                 job, record = self._direct.popleft()
@@ -121,25 +124,35 @@ class Workers:
                     await self._deliver(job, self.direct_owner, record)
                 else:  # waited too long: let the lease expire and the job be claimed
                     log.warning("job %s waited too long for a worker; left to the queue", job.id)
+                # no claim after a job handed over at intake: every store notification
+                # and poll woke an idle worker to claim, or set `_missed` (with SQLite a
+                # claim is a transaction, and at this point it would almost always find
+                # nothing)
                 continue
             if claimed:
                 jobs, claimed = claimed, []
-            else:
+            elif look or self._missed:
+                look = self._missed = False
                 try:
                     jobs = await store.claim(owner, 1, settings.lease_seconds)
                 except GatewayError as exc:
                     log.warning("store unavailable while claiming: %s", exc)
                     await self._pause(settings.poll_interval * 4)
+                    look = True
                     continue
                 if not jobs:
-                    await self._wait_idle()
+                    look = await self._wait_idle()
                     continue
-            self._wake_one()  # there may be more: another idle worker looks
+            else:
+                look = await self._wait_idle()
+                continue
+            self._announce()  # there may be more: another idle worker looks
             for job in jobs:
                 # while a backlog drains, a delivered job is completed and the next one
                 # claimed in one store operation (one transaction with SQLite)
                 next_too = not claimed and not self._stopping.is_set()
                 claimed += await self._deliver(job, owner, claim_next=next_too)
+            look = True
 
     async def _dispatch(self) -> None:
         """Wake one idle worker per store notification and per poll interval.
@@ -147,31 +160,41 @@ class Workers:
         Waking every idle worker on each new job made all of them claim at once and all
         but one find nothing; one is woken instead, and a worker that claimed a job
         wakes the next. The poll interval finds retries whose wait ended and jobs other
-        instances queued or left.
+        instances queued or left. When no worker is idle, the first to finish claims
+        (`_missed`); otherwise a worker that delivered a job handed over at intake
+        waits without asking the store (with SQLite a claim is a transaction).
         """
         store = self._gw.store
         interval = self._gw.settings.delivery.poll_interval
         while not self._stopping.is_set():  # stop() also cancels; this ends it regardless
             await store.wait_for_work(interval)
-            self._wake_one()
+            self._announce()
 
-    async def _wait_idle(self) -> None:
+    async def _wait_idle(self) -> bool:
+        """Wait to be woken; True when told to claim, False for a handed-over job or stop."""
         if self._stopping.is_set():  # stop() has woken the idle ones already
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            return False
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._idle.append(waiter)
         try:
-            await waiter
+            return await waiter
         finally:
             if not waiter.done():  # cancelled
                 self._idle.remove(waiter)
 
-    def _wake_one(self) -> None:
+    def _wake_one(self, look: bool = False) -> bool:
+        """Wake one idle worker (`look`: to claim); False when every worker is busy."""
         while self._idle:
             waiter = self._idle.popleft()
             if not waiter.done():
-                waiter.set_result(None)
-                return
+                waiter.set_result(look)
+                return True
+        return False
+
+    def _announce(self) -> None:
+        """There may be queued work: wake an idle worker to claim it, or the next to finish."""
+        if not self._wake_one(look=True):
+            self._missed = True
 
     async def _deliver(
         self, job: Job, owner: str, record: InboundJob | None = None, *, claim_next: bool = False
