@@ -6,7 +6,22 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from gateway.delivery.store import Store
 from tests.harness import CHAT_CHANNEL, start_world
+
+
+def _count_claims(store: Store) -> list[int]:
+    """Record how many jobs each `store.claim` found, from now on."""
+    claims: list[int] = []
+    claim = store.claim
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        jobs = await claim(*args, **kwargs)
+        claims.append(len(jobs))
+        return jobs
+
+    store.claim = counting  # type: ignore[method-assign]
+    return claims
 
 
 async def test_messages_wake_one_worker_each_and_queued_ones_are_all_delivered(
@@ -16,15 +31,7 @@ async def test_messages_wake_one_worker_each_and_queued_ones_are_all_delivered(
     async with start_world(tmp_path, poll_interval=30.0) as world:
         store = world.gateway.store
         assert world.gateway.settings.delivery.workers >= 4
-        claims: list[int] = []
-        claim = store.claim
-
-        async def counting(*args: Any, **kwargs: Any) -> Any:
-            jobs = await claim(*args, **kwargs)
-            claims.append(len(jobs))
-            return jobs
-
-        store.claim = counting  # type: ignore[method-assign]
+        claims = _count_claims(store)
         # one conversation, five messages: the first is handed over at intake, the
         # others queue behind it and are claimed in turn as each one completes
         conv, first = await world.dm("usr_zebra", "m0")
@@ -96,15 +103,7 @@ async def test_messages_handed_over_at_intake_cost_no_claim(tmp_path: Path) -> N
     # claim per message, each finding nothing)
     async with start_world(tmp_path, backend="sqlite", poll_interval=30.0) as world:
         store = world.gateway.store
-        claims: list[int] = []
-        claim = store.claim
-
-        async def counting(*args: Any, **kwargs: Any) -> Any:
-            jobs = await claim(*args, **kwargs)
-            claims.append(len(jobs))
-            return jobs
-
-        store.claim = counting  # type: ignore[method-assign]
+        claims = _count_claims(store)
         _, first = await world.dm("usr_zebra", "warm-up")
         await world.delivered(CHAT_CHANNEL, first)
         claims.clear()  # the workers' first claims at startup are behind us
