@@ -321,6 +321,26 @@ def test_check_json_depth_with_the_raw_text_decides_the_same(value: object, limi
     assert verdict(raw) == verdict()
 
 
+def _nesting(value: object) -> int:
+    """The depth by definition: a container is one level deeper than its deepest child."""
+    if isinstance(value, dict):
+        return 1 + max((_nesting(v) for v in value.values()), default=0)
+    if isinstance(value, list | tuple):
+        return 1 + max((_nesting(v) for v in value), default=0)
+    return 0
+
+
+@given(_json, st.integers(min_value=0, max_value=12))
+def test_check_json_depth_refuses_exactly_what_nests_too_deep(value: object, limit: int) -> None:
+    try:
+        check_json_depth(value, limit)
+    except BadRequest as exc:
+        assert exc.code == "too_deep"
+        assert _nesting(value) > limit
+    else:
+        assert _nesting(value) <= limit
+
+
 def test_check_json_depth() -> None:
     check_json_depth({"a": [1, {"b": 2}]}, 3)
     with pytest.raises(BadRequest, match="deeper than 2"):
