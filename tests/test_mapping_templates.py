@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import pytest
+from markupsafe import Markup
 
 from gateway.mapping.templates import (
     OMIT,
@@ -115,6 +117,31 @@ def test_runtime_sandbox_violation_is_a_render_error() -> None:
 def test_values_that_are_not_data_are_refused() -> None:
     with pytest.raises(RenderError, match="cannot go into a payload"):
         render({"k": "{{ range }}"})
+    with pytest.raises(RenderError, match="a value of type set cannot go into a payload"):
+        render({"k": "{{ s }}"}, s={1})
+
+
+class _Tagged(list[Any]):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({"a": [1, {"b": None}]}, {"a": [1, {"b": None}]}),
+        ({"a": OMIT, "b": [OMIT, 2]}, {"b": [2]}),  # omit drops the key, and the item
+        (OrderedDict(a=1), {"a": 1}),  # any mapping, as a plain dict
+        ({1: "x", 2.5: "y"}, {"1": "x", "2.5": "y"}),  # keys become text
+        ((1, "a"), [1, "a"]),  # tuples, list subclasses, iterators: lists
+        (_Tagged([1, OMIT]), [1]),
+        (iter([1, 2]), [1, 2]),
+        (Markup("<b>"), "<b>"),  # a str subclass becomes a plain str
+    ],
+)
+def test_containers_of_every_kind_become_plain_data(value: Any, expected: Any) -> None:
+    out = render({"k": "{{ v }}"}, v=value)["k"]
+    assert out == expected
+    assert type(out) is type(expected)
 
 
 @pytest.mark.parametrize(

@@ -263,24 +263,36 @@ def _explain(exc: BaseException, label: str) -> str:
 
 def _finalize(value: Any, label: str) -> Any:
     """Turn a native result into plain JSON-like data, dropping `omit` inside containers."""
-    if value is None or value is OMIT or type(value) in (str, int, float, bool):
+    kind = type(value)
+    if value is None or value is OMIT or kind in _PLAIN:
         return value
-    if isinstance(value, jinja2.Undefined):
-        try:
-            value._fail_with_undefined_error()
-        except Exception as exc:
-            raise RenderError(_explain(exc, label)) from None
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, int | float):
-        return value
-    if isinstance(value, Mapping):
+    # plain dicts and lists (most containers) skip the checks of the others, and the
+    # abstract Mapping and Iterator checks, which cost more than a type comparison
+    if kind is not dict and kind is not list:
+        if isinstance(value, jinja2.Undefined):
+            try:
+                value._fail_with_undefined_error()
+            except Exception as exc:
+                raise RenderError(_explain(exc, label)) from None
+        if isinstance(value, str):
+            return str(value)
+        if isinstance(value, int | float):
+            return value
+    if kind is dict or isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for key, item in value.items():
             done = _finalize(item, label)
             if done is not OMIT:
                 out[key if isinstance(key, str) else values.to_str(key) or ""] = done
         return out
-    if isinstance(value, list | tuple | Iterator):
-        return [d for d in (_finalize(i, label) for i in value) if d is not OMIT]
+    if kind is list or isinstance(value, list | tuple | Iterator):
+        items: list[Any] = []
+        for item in value:
+            done = _finalize(item, label)
+            if done is not OMIT:
+                items.append(done)
+        return items
     raise RenderError(f"{label}: a value of type {type(value).__name__} cannot go into a payload")
+
+
+_PLAIN = (str, int, float, bool)
