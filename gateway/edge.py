@@ -6,10 +6,10 @@ Limits, from the socket inwards (each listener has its own `ListenerSettings`):
    count, and `keepalive_timeout`, which closes a connection that has not delivered a
    complete request head in time (idle keep-alive and slow-header drips alike).
    `harden_server` makes its answer to a malformed head a JSON 400 without an echo.
-2. `Edge` (inside `gateway.app`'s middleware; `edge_middleware` on its own), doing in
-   order: the allow-list (the caller's address from `gateway.client_address`), mTLS
-   names (a verified certificate with an accepted name), and the deadline for reading
-   the body. It answers with JSON errors itself.
+2. `Edge` (two calls inside `gateway.app`'s one middleware), doing in order: the
+   allow-list (the caller's address from `gateway.client_address`), mTLS names (a
+   verified certificate with an accepted name), and the deadline for reading the body.
+   It answers with JSON errors itself.
 3. Handlers read bodies with `read_body_limited`: size limit on the wire and after
    decompression, the deadline above (slow drip -> 408), gzip/deflate only (-> 415).
    `check_json_depth` bounds nesting after parsing (MAX_JSON_DEPTH).
@@ -28,7 +28,6 @@ from collections.abc import Callable
 from typing import Any, TypeAlias, TypeVar
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.client_address import client_ip, parse_networks, within
@@ -117,22 +116,6 @@ class Edge:
         """After the handler: close the connection if `tls_peers.close_after_response` asked."""
         if wants_close(request):
             response.force_close()
-
-
-def edge_middleware(listener: Provider[ListenerSettings]) -> Middleware:
-    """`Edge` as a middleware of its own, for applications without `gateway.app`'s."""
-    edge = Edge(listener)
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        refused = edge.admit(request)
-        if refused is not None:
-            return refused
-        response = await handler(request)
-        edge.finish(request, response)
-        return response
-
-    return middleware
 
 
 # --- bodies ----------------------------------------------------------------------------

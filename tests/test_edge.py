@@ -19,13 +19,13 @@ from gateway import jsonutil
 from gateway.client_address import client_ip, forwarded_origin
 from gateway.edge import (
     check_json_depth,
-    edge_middleware,
     read_body_limited,
     server_kwargs,
 )
 from gateway.errors import BadRequest, ConfigError
 from gateway.http_errors import error_middleware
 from gateway.settings import ListenerSettings
+from tests.edge_app import edge_middleware
 from tests.test_tls import serve
 
 LIMIT = 1024 * 1024

@@ -34,7 +34,7 @@ from gateway.certs import (
     issue_server_cert,
 )
 from gateway.clock import FakeClock
-from gateway.edge import edge_middleware, server_kwargs
+from gateway.edge import server_kwargs
 from gateway.errors import ConfigError, Forbidden
 from gateway.secrets import Secret
 from gateway.settings import (
@@ -47,6 +47,7 @@ from gateway.settings import (
 )
 from gateway.tls import client_context, reload_server_context, server_context
 from gateway.tls_peers import check_peer
+from tests.edge_app import edge_middleware
 
 PASSWORD = "correct horse battery"
 
