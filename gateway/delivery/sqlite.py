@@ -170,11 +170,13 @@ class SqliteStore(Store):
     def _pop_head(self, conn: sqlite3.Connection, job: Job, now: float) -> bool:
         """Delete the leased head; return True when its thread has more jobs."""
         conn.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
-        more = conn.execute(
-            "SELECT 1 FROM jobs WHERE thread_key = ? LIMIT 1", (job.thread_key,)
-        ).fetchone()
-        if more is None:
-            conn.execute("DELETE FROM threads WHERE thread_key = ?", (job.thread_key,))
+        # the thread goes with its last job; one statement for the commoner case
+        gone = conn.execute(
+            "DELETE FROM threads WHERE thread_key = ?"
+            " AND NOT EXISTS (SELECT 1 FROM jobs WHERE thread_key = ?)",
+            (job.thread_key, job.thread_key),
+        ).rowcount
+        if gone:
             return False
         conn.execute(UNLEASE_SQL, (now, job.thread_key))
         return True
