@@ -20,6 +20,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from gateway.mapping.template_env import OMIT
 from gateway.mapping.template_nodes import (
+    PLAIN_SCALARS,
     Const,
     DefaultName,
     DictNode,
@@ -138,7 +139,7 @@ def plain(node: jinja2.nodes.Expr, label: str) -> Node | None:
         return Name(node.name, label)
     if isinstance(node, jinja2.nodes.Const):
         value = node.value
-        return Const(value) if value is None or type(value) in (str, int, float, bool) else None
+        return Const(value) if value is None or type(value) in PLAIN_SCALARS else None
     if isinstance(node, jinja2.nodes.List):
         items = [plain(item, label) for item in node.items]
         return None if any(i is None for i in items) else ListNode(items)  # type: ignore[arg-type]

@@ -239,6 +239,8 @@ class ListNode(Node):
 
 
 _MISSING = object()
+# JSON scalars a payload takes as they are (their subclasses are converted)
+PLAIN_SCALARS = (str, int, float, bool)
 
 
 def _missing(name: str, label: str) -> str:
@@ -264,7 +266,7 @@ def _explain(exc: BaseException, label: str) -> str:
 def _finalize(value: Any, label: str) -> Any:
     """Turn a native result into plain JSON-like data, dropping `omit` inside containers."""
     kind = type(value)
-    if value is None or value is OMIT or kind in _PLAIN:
+    if value is None or value is OMIT or kind in PLAIN_SCALARS:
         return value
     # plain dicts and lists (most containers) skip the checks of the others, and the
     # abstract Mapping and Iterator checks, which cost more than a type comparison
@@ -293,6 +295,3 @@ def _finalize(value: Any, label: str) -> Any:
                 items.append(done)
         return items
     raise RenderError(f"{label}: a value of type {type(value).__name__} cannot go into a payload")
-
-
-_PLAIN = (str, int, float, bool)
