@@ -41,6 +41,7 @@ from gateway.delivery.worker import Workers
 from gateway.edge import Edge
 from gateway.http import make_session
 from gateway.http_errors import error_response
+from gateway.http_pool import HttpPool
 from gateway.ids import unique_id
 from gateway.keys import GATEWAY, LISTENER
 from gateway.logs import request_id
@@ -175,13 +176,17 @@ async def _clients_ctx(app: web.Application) -> AsyncIterator[None]:
         lock_ttl=max(30.0, 3 * s.cxone.timeouts.total),  # discovery + token + discovery
     )
     auth = CxoneAuth(cxone_session, s.cxone, clock=gw.clock, cache=cache)
+    # the per-message calls: a pool each, so a slow platform cannot starve CXone's calls
+    cxone_http, platform_http = HttpPool(), HttpPool()
     try:
-        gw.cxone = CxoneClient(cxone_session, s.cxone, auth, clock=gw.clock)
-        gw.platform = PlatformClient(platform_session, retry=s.cxone.retry, clock=gw.clock)
+        gw.cxone = CxoneClient(cxone_http, s.cxone, auth, clock=gw.clock, ssl_context=cxone_ssl)
+        gw.platform = PlatformClient(platform_http, retry=s.cxone.retry, clock=gw.clock)
         gw.media = MediaClient(platform_session)  # proxied files, CXone's attachments
         yield
     finally:
         await auth.aclose()
+        await platform_http.close()
+        await cxone_http.close()
         await platform_session.close()
         await cxone_session.close()
 

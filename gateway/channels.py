@@ -253,20 +253,24 @@ async def channels_command(
     from gateway.cxone.auth import CxoneAuth
     from gateway.cxone.client import CxoneClient
     from gateway.http import make_session
+    from gateway.http_pool import HttpPool
     from gateway.tls import client_context
 
     settings = routing.settings
     declared = declared_channels(routing, args.integration)
-    session = make_session(settings.cxone.timeouts, ssl_context=client_context(settings.cxone.tls))
+    tls = client_context(settings.cxone.tls)
+    session = make_session(settings.cxone.timeouts, ssl_context=tls)
     auth = CxoneAuth(session, settings.cxone)
+    http = HttpPool()
     try:
-        client = CxoneClient(session, settings.cxone, auth)
+        client = CxoneClient(http, settings.cxone, auth, ssl_context=tls)
         return await _act(args, client, declared, out, err)
     except GatewayError as exc:
         print(f"error: {exc}", file=err)
         return EXIT_PROBLEMS
     finally:
         await auth.aclose()
+        await http.close()
         await session.close()
 
 

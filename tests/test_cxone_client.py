@@ -21,6 +21,7 @@ from gateway.cxone.auth import CxoneAuth
 from gateway.cxone.client import CxoneClient
 from gateway.errors import ConfigError, UpstreamRejected, UpstreamUnavailable
 from gateway.http import client_timeout, make_session
+from gateway.http_pool import HttpPool
 from gateway.secrets import Secret
 from gateway.settings import CxoneAuthSettings, CxoneSettings, Timeouts
 
@@ -165,8 +166,17 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def client_for(session: aiohttp.ClientSession, cxs: CxoneSettings, clock: FakeClock) -> CxoneClient:
-    return CxoneClient(session, cxs, CxoneAuth(session, cxs, clock), clock)
+@pytest.fixture
+async def http() -> AsyncIterator[HttpPool]:
+    pool = HttpPool()
+    yield pool
+    await pool.close()
+
+
+def client_for(
+    session: aiohttp.ClientSession, http: HttpPool, cxs: CxoneSettings, clock: FakeClock
+) -> CxoneClient:
+    return CxoneClient(http, cxs, CxoneAuth(session, cxs, clock), clock)
 
 
 # ---------------------------------------------------------------- authentication
@@ -215,9 +225,9 @@ async def test_no_token_endpoint_and_no_issuer_is_a_config_error(
 
 
 async def test_token_is_cached_and_reused(
-    fake: FakeCxone, session: aiohttp.ClientSession, clock: FakeClock
+    fake: FakeCxone, session: aiohttp.ClientSession, http: HttpPool, clock: FakeClock
 ) -> None:
-    client = client_for(session, settings(fake), clock)
+    client = client_for(session, http, settings(fake), clock)
     for _ in range(3):
         await client.create_message("chan-1", {"idOnExternalPlatform": "m"})
     assert fake.token_calls == 1
@@ -251,9 +261,9 @@ async def test_short_lifetime_refreshes_half_way(
 
 
 async def test_concurrent_callers_share_one_token_fetch(
-    fake: FakeCxone, session: aiohttp.ClientSession, clock: FakeClock
+    fake: FakeCxone, session: aiohttp.ClientSession, http: HttpPool, clock: FakeClock
 ) -> None:
-    client = client_for(session, settings(fake), clock)
+    client = client_for(session, http, settings(fake), clock)
     results = await asyncio.gather(
         *(client.create_message(f"chan-{i}", {"n": i}) for i in range(50))
     )
@@ -374,9 +384,9 @@ async def test_shared_cache_gives_one_token_to_all_instances(
 
 
 async def test_401_once_refetches_and_retries(
-    fake: FakeCxone, session: aiohttp.ClientSession, clock: FakeClock
+    fake: FakeCxone, session: aiohttp.ClientSession, http: HttpPool, clock: FakeClock
 ) -> None:
-    client = client_for(session, settings(fake), clock)
+    client = client_for(session, http, settings(fake), clock)
     await client.auth.token()
     fake.reject_next = 1
     result = await client.create_message("chan-1", {"idOnExternalPlatform": "m-1"})
@@ -387,9 +397,9 @@ async def test_401_once_refetches_and_retries(
 
 
 async def test_401_twice_is_rejected(
-    fake: FakeCxone, session: aiohttp.ClientSession, clock: FakeClock
+    fake: FakeCxone, session: aiohttp.ClientSession, http: HttpPool, clock: FakeClock
 ) -> None:
-    client = client_for(session, settings(fake), clock)
+    client = client_for(session, http, settings(fake), clock)
     fake.reject_next = 2
     with pytest.raises(UpstreamRejected) as info:
         await client.create_message("chan-1", {"idOnExternalPlatform": "m-1"})
@@ -399,9 +409,9 @@ async def test_401_twice_is_rejected(
 
 
 async def test_503_is_unavailable(
-    fake: FakeCxone, session: aiohttp.ClientSession, clock: FakeClock
+    fake: FakeCxone, session: aiohttp.ClientSession, http: HttpPool, clock: FakeClock
 ) -> None:
-    client = client_for(session, settings(fake), clock)
+    client = client_for(session, http, settings(fake), clock)
     fake.dfo_script.append(answer(503))
     with pytest.raises(UpstreamUnavailable) as info:
         await client.create_message("chan-1", {})
@@ -412,9 +422,9 @@ async def test_503_is_unavailable(
 
 
 async def test_429_retry_after_seconds_and_date(
-    fake: FakeCxone, session: aiohttp.ClientSession, clock: FakeClock
+    fake: FakeCxone, session: aiohttp.ClientSession, http: HttpPool, clock: FakeClock
 ) -> None:
-    client = client_for(session, settings(fake), clock)
+    client = client_for(session, http, settings(fake), clock)
     fake.dfo_script.append(answer(429, {"message": "slow down"}, {"Retry-After": "7"}))
     date = formatdate(clock() + 120, usegmt=True)
     fake.dfo_script.append(answer(429, None, {"Retry-After": date}))
@@ -429,9 +439,9 @@ async def test_429_retry_after_seconds_and_date(
 
 
 async def test_400_is_rejected_with_cxones_message(
-    fake: FakeCxone, session: aiohttp.ClientSession, clock: FakeClock
+    fake: FakeCxone, session: aiohttp.ClientSession, http: HttpPool, clock: FakeClock
 ) -> None:
-    client = client_for(session, settings(fake), clock)
+    client = client_for(session, http, settings(fake), clock)
     fake.dfo_script.append(
         answer(
             400,
@@ -446,9 +456,9 @@ async def test_400_is_rejected_with_cxones_message(
 
 
 async def test_rejection_never_echoes_the_request_body(
-    fake: FakeCxone, session: aiohttp.ClientSession, clock: FakeClock
+    fake: FakeCxone, session: aiohttp.ClientSession, http: HttpPool, clock: FakeClock
 ) -> None:
-    client = client_for(session, settings(fake), clock)
+    client = client_for(session, http, settings(fake), clock)
     text = "my card number is 4111 1111 1111 1111"
     fake.dfo_script.append(answer(422, {"message": f"text '{text}' is not allowed " + "x" * 500}))
     with pytest.raises(UpstreamRejected) as info:
@@ -459,12 +469,12 @@ async def test_rejection_never_echoes_the_request_body(
 
 
 async def test_non_json_error_body(
-    fake: FakeCxone, session: aiohttp.ClientSession, clock: FakeClock
+    fake: FakeCxone, session: aiohttp.ClientSession, http: HttpPool, clock: FakeClock
 ) -> None:
     async def html(request: web.Request) -> web.Response:
         return web.Response(status=404, text="<html>not here</html>", content_type="text/html")
 
-    client = client_for(session, settings(fake), clock)
+    client = client_for(session, http, settings(fake), clock)
     fake.dfo_script.append(html)
     with pytest.raises(UpstreamRejected) as info:
         await client.delete_channel("gone")
@@ -473,7 +483,7 @@ async def test_non_json_error_body(
 
 
 async def test_connection_reset_is_unavailable(
-    fake: FakeCxone, session: aiohttp.ClientSession, clock: FakeClock
+    fake: FakeCxone, session: aiohttp.ClientSession, http: HttpPool, clock: FakeClock
 ) -> None:
     async def reset(request: web.Request) -> web.Response:
         assert request.transport is not None
@@ -481,7 +491,7 @@ async def test_connection_reset_is_unavailable(
         await fake.release.wait()
         return web.Response()
 
-    client = client_for(session, settings(fake), clock)
+    client = client_for(session, http, settings(fake), clock)
     await client.auth.token()
     fake.dfo_script.append(reset)
     with pytest.raises(UpstreamUnavailable) as info:
@@ -491,7 +501,7 @@ async def test_connection_reset_is_unavailable(
 
 
 async def test_timeout_is_unavailable(
-    fake: FakeCxone, session: aiohttp.ClientSession, clock: FakeClock
+    fake: FakeCxone, session: aiohttp.ClientSession, http: HttpPool, clock: FakeClock
 ) -> None:
     entered = asyncio.Event()
 
@@ -501,7 +511,7 @@ async def test_timeout_is_unavailable(
         return web.Response()
 
     cxs = settings(fake, timeouts=Timeouts(connect=1.0, read=0.2, total=0.2))
-    client = client_for(session, cxs, clock)
+    client = client_for(session, http, cxs, clock)
     await client.auth.token()
     fake.dfo_script.append(hold)
     with pytest.raises(UpstreamUnavailable) as info:
@@ -514,9 +524,9 @@ async def test_timeout_is_unavailable(
 
 
 async def test_typed_helpers_build_the_right_requests(
-    fake: FakeCxone, session: aiohttp.ClientSession, clock: FakeClock
+    fake: FakeCxone, session: aiohttp.ClientSession, http: HttpPool, clock: FakeClock
 ) -> None:
-    client = client_for(session, settings(fake), clock)
+    client = client_for(session, http, settings(fake), clock)
     fake.dfo_script.append(answer(200, {"data": [{"id": "c1"}, {"id": "c2"}], "total": 2}))
     assert await client.list_channels() == [{"id": "c1"}, {"id": "c2"}]
     await client.create_message("chan/1 ?#", {"idOnExternalPlatform": "m"})
@@ -551,9 +561,9 @@ async def test_typed_helpers_build_the_right_requests(
 
 
 async def test_result_carries_status_body_and_headers(
-    fake: FakeCxone, session: aiohttp.ClientSession, clock: FakeClock
+    fake: FakeCxone, session: aiohttp.ClientSession, http: HttpPool, clock: FakeClock
 ) -> None:
-    client = client_for(session, settings(fake), clock)
+    client = client_for(session, http, settings(fake), clock)
     fake.dfo_script.append(answer(201, {"consumerContact": {"id": 991}}, {"X-Request-Id": "r-1"}))
     result = await client.call("POST", "/channels/c/messages", {"a": 1})
     assert result.status == 201

@@ -9,18 +9,17 @@ Error messages carry what CXone said, truncated, and never the request body.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
-
-import aiohttp
+from urllib.parse import quote, urlencode
 
 from gateway import jsonutil
 from gateway.clock import Clock, system_clock
 from gateway.cxone.auth import UPSTREAM, CxoneAuth
 from gateway.errors import GatewayError, UpstreamRejected, UpstreamUnavailable
-from gateway.http import client_timeout, read_body
+from gateway.http_pool import HttpPool
 from gateway.retry import RetryPolicy, parse_retry_after
 from gateway.secrets import REDACTOR
 from gateway.settings import CxoneSettings
@@ -53,19 +52,21 @@ class CxoneClient:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        http: HttpPool,
         settings: CxoneSettings,
-        auth: CxoneAuth | None = None,
+        auth: CxoneAuth,
         clock: Clock = system_clock,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        self._session = session
+        """`ssl_context` (gateway.tls.client_context) carries CXone's CAs and the client cert."""
+        if not isinstance(auth, CxoneAuth):
+            raise TypeError("CxoneClient(http, settings, auth, clock=..., ssl_context=...)")
+        self._http = http
         self._settings = settings
         self._clock = clock
-        if auth is not None and not isinstance(auth, CxoneAuth):
-            raise TypeError("CxoneClient(session, settings, auth=None, clock=...): bad `auth`")
-        self.auth = auth if auth is not None else CxoneAuth(session, settings, clock)
+        self._ssl = ssl_context
+        self.auth = auth
         self.policy = RetryPolicy(settings.retry)
-        self._timeout = client_timeout(settings.timeouts)
 
     async def call(
         self,
@@ -110,21 +111,21 @@ class CxoneClient:
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         if data is not None:
             headers["Content-Type"] = "application/json"
+        if params:
+            url += ("&" if "?" in url else "?") + urlencode(params)
         try:
-            async with self._session.request(
+            # no redirect is followed: the bearer token never goes to another host
+            answer = await self._http.request(
                 method,
                 url,
-                data=data,
                 headers=headers,
-                params=params,
-                timeout=self._timeout,
-                allow_redirects=False,  # never carry the bearer token to another host
-            ) as resp:
-                return (
-                    resp.status,
-                    resp.headers,
-                    await read_body(resp, MAX_RESPONSE_BYTES, UPSTREAM),
-                )
+                body=data,
+                timeouts=self._settings.timeouts,
+                max_body=MAX_RESPONSE_BYTES,
+                upstream=UPSTREAM,
+                ssl_context=self._ssl,
+            )
+            return answer.status, answer.headers, answer.body
         except GatewayError:
             raise
         except Exception as exc:

@@ -9,30 +9,30 @@ import logging
 import ssl
 from collections.abc import Callable
 
-import aiohttp
-
 from gateway import jsonutil
 from gateway.clock import Clock, system_clock
-from gateway.errors import UpstreamError, UpstreamUnavailable
-from gateway.http import client_timeout
+from gateway.errors import UpstreamError, UpstreamRejected, UpstreamUnavailable
+from gateway.http_pool import HttpPool
 from gateway.mapping import PlatformRequest, PlatformResponse
 from gateway.retry import RetryPolicy, call_with_retries, parse_retry_after
 from gateway.settings import RetrySettings, Timeouts
 
 log = logging.getLogger("gateway.platform")
 
+MAX_RESPONSE_BYTES = 8 * 1_048_576  # a platform's API answer; more is refused, not read
+
 
 class PlatformClient:
-    """Send PlatformRequests over one pooled session."""
+    """Send PlatformRequests over pooled keep-alive connections."""
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        http: HttpPool,
         *,
         retry: RetrySettings,
         clock: Clock = system_clock,
     ) -> None:
-        self._session = session
+        self._http = http
         self._policy = RetryPolicy(retry)
         self._clock = clock
 
@@ -55,28 +55,30 @@ class PlatformClient:
         whose fallback is better than waiting).
         """
         headers = dict(request.headers)
-        if idempotency is not None and request.method.upper() == "POST":
+        method = request.method.upper()
+        if idempotency is not None and method == "POST":
             headers[idempotency[0]] = idempotency[1]
-        timeout = client_timeout(timeouts)
 
         async def attempt() -> PlatformResponse:
             try:
-                async with self._session.request(
-                    request.method,
+                answer = await self._http.request(
+                    method,
                     request.url,
-                    data=request.body,
                     headers=headers,
-                    timeout=timeout,
-                    ssl=ssl_context if ssl_context is not None else True,
-                    allow_redirects=False,
-                ) as resp:
-                    raw = await resp.read()
-                    body = _parse(raw, resp.headers.get("Content-Type", ""))
-                    result = PlatformResponse(
-                        status=resp.status, headers=dict(resp.headers), body=body
-                    )
-            except (TimeoutError, aiohttp.ClientError) as exc:
+                    body=request.body,
+                    timeouts=timeouts,
+                    max_body=MAX_RESPONSE_BYTES,
+                    upstream=upstream,
+                    ssl_context=ssl_context,
+                )
+            except (TimeoutError, ConnectionError) as exc:
                 raise UpstreamUnavailable(upstream, f"no answer ({type(exc).__name__})") from None
+            except ValueError as exc:  # a rendered URL or header HTTP cannot carry
+                raise UpstreamRejected(
+                    upstream, f"cannot send: {exc}", code="bad_request"
+                ) from None
+            body = _parse(answer.body, answer.headers.get("Content-Type", ""))
+            result = PlatformResponse(status=answer.status, headers=dict(answer.headers), body=body)
             if self._policy.classify(result.status, None) != "retry":
                 if check is not None:
                     check(result)  # the mapping's verdict: raises to retry or to stop
