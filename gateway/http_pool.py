@@ -13,7 +13,8 @@ What it does, and what it deliberately does not:
   reused newest first and closed after `idle_seconds`.
 - TLS with the caller's `ssl.SSLContext` (custom CAs, client certificates: mTLS),
   verification never off; connections are pooled per origin *and* context.
-- Timeouts: connect, read (no byte from the server for that long) and total.
+- Timeouts: connect, read (no byte from the server for that long) and total; one
+  timer checks every exchange each `TICK_SECONDS` (0.1 s) rather than one timer per call.
 - Bodies: Content-Length, chunked, or until the server closes; gzip/deflate
   answers are inflated. The answer is refused past `max_body` bytes, inflated or not.
 - Header names and values are checked: a CR, LF or NUL in them (rendered from a
@@ -47,6 +48,7 @@ from gateway.http import USER_AGENT
 from gateway.settings import Timeouts
 
 MAX_HEAD_BYTES = 65_536  # an answer's header fields, all together
+TICK_SECONDS = 0.1  # how often timeouts are checked: they fire up to this much late
 _FORBIDDEN = frozenset("\r\n\x00")
 _BODYLESS_METHODS = frozenset({"HEAD", "CONNECT"})
 _IDEMPOTENT_METHODS = frozenset({"GET", "PUT", "DELETE", "OPTIONS", "TRACE"})
@@ -94,6 +96,8 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.last_io = 0.0
         self.received = False  # a byte of the current answer arrived
+        self.total_at = 0.0  # the current exchange's deadline (loop time)
+        self.read_for = 0.0  # ... and how long it may wait for the next byte
         self._loop = pool.loop
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[Answer] | None = None
@@ -125,9 +129,9 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             refused = exc.__context__  # what a callback below raised, if one did
             if isinstance(refused, _Refused):
-                self._fail(refused.error)
+                self.fail(refused.error)
             else:
-                self._fail(UpstreamProtocolError(f"invalid HTTP answer: {exc}"))
+                self.fail(UpstreamProtocolError(f"invalid HTTP answer: {exc}"))
 
     def eof_received(self) -> bool | None:
         return None  # close the transport; connection_lost finishes the answer
@@ -225,7 +229,8 @@ class _Connection(asyncio.Protocol):
             code="response_too_large",
         )
 
-    def _fail(self, error: BaseException) -> None:
+    def fail(self, error: BaseException) -> None:
+        """End the current exchange with `error` and drop the connection."""
         waiter, self._waiter = self._waiter, None
         self.abort()
         if waiter is not None and not waiter.done():
@@ -288,6 +293,8 @@ class HttpPool:
         self._idle_seconds = idle_seconds
         self._user_agent = user_agent
         self._sweeper: asyncio.TimerHandle | None = None
+        self._busy: set[_Connection] = set()  # waiting for an answer
+        self._ticker: asyncio.TimerHandle | None = None
         self._closed = False
 
     async def request(
@@ -342,14 +349,17 @@ class HttpPool:
         timeouts: Timeouts,
     ) -> Answer:
         waiter = conn.send(request, max_body, upstream)
-        timer = _Deadline(conn, waiter, deadline, timeouts.read)
+        conn.total_at, conn.read_for = deadline, timeouts.read
+        self._busy.add(conn)
+        if self._ticker is None:
+            self._ticker = self.loop.call_later(TICK_SECONDS, self._tick)
         try:
             answer = await waiter
         except BaseException:  # timeout, cancellation, failure: the state is unknown
             conn.abort()
             raise
         finally:
-            timer.cancel()
+            self._busy.discard(conn)
         if not conn.closed:
             self._release(conn)
         return answer
@@ -421,6 +431,15 @@ class HttpPool:
         if self._sweeper is None:
             self._sweeper = self.loop.call_later(self._idle_seconds, self._sweep)
 
+    def _tick(self) -> None:
+        """Fail the exchanges past their deadline (one timer for all, not one per call)."""
+        now = self.loop.time()
+        for conn in [c for c in self._busy if now >= min(c.total_at, c.last_io + c.read_for)]:
+            self._busy.discard(conn)
+            what = "total" if now >= conn.total_at else "read"
+            conn.fail(TimeoutError(f"no answer in time ({what} timeout)"))
+        self._ticker = self.loop.call_later(TICK_SECONDS, self._tick) if self._busy else None
+
     def _sweep(self) -> None:
         """Close connections idle for `idle_seconds`; come back while any stay idle."""
         self._sweeper = None
@@ -446,44 +465,16 @@ class HttpPool:
     async def close(self) -> None:
         """Close every connection; requests still running fail."""
         self._closed = True
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
+        for timer in (self._sweeper, self._ticker):
+            if timer is not None:
+                timer.cancel()
+        self._sweeper = self._ticker = None
         for conn in list(self._open):
             if conn.transport is not None:
                 conn.transport.close()
             conn.closed = True
         self._open.clear()
         self._idle.clear()
-
-
-class _Deadline:
-    """Fails an exchange after `read` seconds without a byte, or at `total_at` at the latest."""
-
-    __slots__ = ("_conn", "_handle", "_read", "_total_at", "_waiter")
-
-    def __init__(
-        self, conn: _Connection, waiter: asyncio.Future[Answer], total_at: float, read: float
-    ) -> None:
-        self._conn = conn
-        self._waiter = waiter
-        self._total_at = total_at
-        self._read = read
-        self._handle = conn._loop.call_at(min(total_at, conn.last_io + read), self._check)
-
-    def _check(self) -> None:
-        now = self._conn._loop.time()
-        read_at = self._conn.last_io + self._read
-        if now < self._total_at and now < read_at:  # bytes came meanwhile: wait on
-            self._handle = self._conn._loop.call_at(min(self._total_at, read_at), self._check)
-            return
-        if not self._waiter.done():
-            what = "total" if now >= self._total_at else "read"
-            self._waiter.set_exception(TimeoutError(f"no answer in time ({what} timeout)"))
-        self._conn.abort()
-
-    def cancel(self) -> None:
-        self._handle.cancel()
 
 
 def _replayable(method: str, headers: Mapping[str, str]) -> bool:

@@ -63,6 +63,9 @@ class GroupCommit:
         self._on_thread: asyncio.Task[None] | None = None  # batches waiting for the lock
         self._checkpoint: asyncio.Future[Any] | None = None
         self._commits = 0
+        # the loop of `open`; asyncio.get_running_loop() costs a getpid() syscall per call
+        # on Python 3.11, and every store operation comes through here
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- opening and closing ---------------------------------------------------------
 
@@ -88,6 +91,7 @@ class GroupCommit:
         try:
             loop = asyncio.get_running_loop()
             self._thread, self._inline = await loop.run_in_executor(executor, connect)
+            self._loop = loop
         except (sqlite3.Error, OSError) as exc:
             executor.shutdown(wait=False)
             raise StoreError(f"sqlite store {self.path}: cannot open: {exc}") from exc
@@ -126,7 +130,9 @@ class GroupCommit:
         A write is committed when this returns and rolled back when it raises; sqlite
         errors come back as StoreError naming the file and `what`.
         """
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            raise StoreError(f"sqlite store {self.path}: not open")
         future: asyncio.Future[T] = loop.create_future()
         self._pending.append(_Op(what, fn, write, future))
         if not self._scheduled and self._on_thread is None:

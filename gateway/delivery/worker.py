@@ -55,6 +55,7 @@ class Workers:
         self._missed = False
         self._dispatcher: asyncio.Task[None] | None = None
         self._running = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.delivered = 0
 
     @property
@@ -89,6 +90,7 @@ class Workers:
                 settings.cxone.timeouts.total,
             )
         n = settings.delivery.workers
+        self._loop = asyncio.get_running_loop()  # once: on 3.11 each call costs a getpid()
         self._running = True
         for i in range(n):
             self._tasks.append(
@@ -174,7 +176,7 @@ class Workers:
         """Wait to be woken; True when told to claim, False for a handed-over job or stop."""
         if self._stopping.is_set():  # stop() has woken the idle ones already
             return False
-        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[bool] = (self._loop or asyncio.get_running_loop()).create_future()
         self._idle.append(waiter)
         try:
             return await waiter
