@@ -48,6 +48,7 @@ from gateway.http import USER_AGENT
 from gateway.settings import Timeouts
 
 MAX_HEAD_BYTES = 65_536  # an answer's header fields, all together
+MAX_ANSWER_BYTES = 8 * 1_048_576  # an API answer's body, for the callers' `max_body`
 TICK_SECONDS = 0.1  # how often timeouts are checked: they fire up to this much late
 _FORBIDDEN = frozenset("\r\n\x00")
 _BODYLESS_METHODS = frozenset({"HEAD", "CONNECT"})
@@ -515,4 +516,10 @@ def _default_context() -> ssl.SSLContext:
     return _DEFAULT_CONTEXT
 
 
-__all__ = ["Answer", "HttpPool", "UpstreamConnectError", "UpstreamProtocolError"]
+__all__ = [
+    "MAX_ANSWER_BYTES",
+    "Answer",
+    "HttpPool",
+    "UpstreamConnectError",
+    "UpstreamProtocolError",
+]

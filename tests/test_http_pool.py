@@ -20,9 +20,15 @@ import pytest
 
 from gateway.certs import create_ca, issue_client_cert, issue_server_cert
 from gateway.errors import UpstreamRejected
-from gateway.http_pool import Answer, HttpPool, UpstreamConnectError, UpstreamProtocolError
+from gateway.http_pool import (
+    MAX_ANSWER_BYTES,
+    Answer,
+    HttpPool,
+    UpstreamConnectError,
+    UpstreamProtocolError,
+)
 from gateway.mapping import PlatformRequest, PlatformResponse
-from gateway.platform.client import MAX_RESPONSE_BYTES, PlatformClient
+from gateway.platform.client import PlatformClient
 from gateway.settings import RetrySettings, Timeouts, TlsClientSettings
 from gateway.tls import client_context
 
@@ -453,7 +459,7 @@ async def test_the_platform_client_turns_pool_failures_into_upstream_errors(
 ) -> None:
     async def answer(seen: Seen, writer: asyncio.StreamWriter) -> None:
         if seen.line.startswith(b"POST /big"):
-            writer.write(ok(b"x" * (MAX_RESPONSE_BYTES + 1)))
+            writer.write(ok(b"x" * (MAX_ANSWER_BYTES + 1)))
         else:
             writer.write(ok(b'{"id":"msg_1"}'))
 

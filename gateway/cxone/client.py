@@ -19,14 +19,13 @@ from gateway import jsonutil
 from gateway.clock import Clock, system_clock
 from gateway.cxone.auth import UPSTREAM, CxoneAuth
 from gateway.errors import GatewayError, UpstreamRejected, UpstreamUnavailable
-from gateway.http_pool import HttpPool
+from gateway.http_pool import MAX_ANSWER_BYTES, HttpPool
 from gateway.retry import RetryPolicy, parse_retry_after
 from gateway.secrets import REDACTOR
 from gateway.settings import CxoneSettings
 
 log = logging.getLogger(__name__)
 
-MAX_RESPONSE_BYTES = 8 * 1_048_576
 _MAX_MESSAGE = 200
 _MIN_ECHO = 4  # request strings shorter than this are not worth masking
 _MESSAGE_KEYS = ("error_description", "message", "errorMessage", "detail", "title")
@@ -121,7 +120,7 @@ class CxoneClient:
                 headers=headers,
                 body=data,
                 timeouts=self._settings.timeouts,
-                max_body=MAX_RESPONSE_BYTES,
+                max_body=MAX_ANSWER_BYTES,
                 upstream=UPSTREAM,
                 ssl_context=self._ssl,
             )

@@ -12,14 +12,12 @@ from collections.abc import Callable
 from gateway import jsonutil
 from gateway.clock import Clock, system_clock
 from gateway.errors import UpstreamError, UpstreamRejected, UpstreamUnavailable
-from gateway.http_pool import HttpPool
+from gateway.http_pool import MAX_ANSWER_BYTES, HttpPool
 from gateway.mapping import PlatformRequest, PlatformResponse
 from gateway.retry import RetryPolicy, call_with_retries, parse_retry_after
 from gateway.settings import RetrySettings, Timeouts
 
 log = logging.getLogger("gateway.platform")
-
-MAX_RESPONSE_BYTES = 8 * 1_048_576  # a platform's API answer; more is refused, not read
 
 
 class PlatformClient:
@@ -67,7 +65,7 @@ class PlatformClient:
                     headers=headers,
                     body=request.body,
                     timeouts=timeouts,
-                    max_body=MAX_RESPONSE_BYTES,
+                    max_body=MAX_ANSWER_BYTES,  # more is refused, not read
                     upstream=upstream,
                     ssl_context=ssl_context,
                 )
