@@ -8,7 +8,8 @@ Every problem names the file, the place in it (line when known) and the fix.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -94,27 +95,28 @@ def _secret(value: Any, name: str) -> Secret | None:
     return Secret(str(value), name)
 
 
-def _timeouts(raw: Mapping[str, Any] | None, default: Timeouts | None = None) -> Timeouts:
-    base = default or Timeouts()
-    raw = raw or {}
-    return Timeouts(
-        connect=float(raw.get("connect", base.connect)),
-        read=float(raw.get("read", base.read)),
-        total=float(raw.get("total", base.total)),
-    )
+def _given(raw: Mapping[str, Any] | None, **convert: Callable[[Any], Any]) -> dict[str, Any]:
+    """The fields `raw` sets, converted; the others keep their defaults (gateway.settings)."""
+    if not raw:
+        return {}
+    return {name: to(raw[name]) for name, to in convert.items() if name in raw}
 
 
-def _retry(raw: Mapping[str, Any] | None, default: RetrySettings | None = None) -> RetrySettings:
-    base = default or RetrySettings()
-    raw = raw or {}
-    return RetrySettings(
-        max_attempts=int(raw.get("max_attempts", base.max_attempts)),
-        base_delay=float(raw.get("base_delay", base.base_delay)),
-        max_delay=float(raw.get("max_delay", base.max_delay)),
-        max_retry_after=float(raw.get("max_retry_after", base.max_retry_after)),
-        retry_statuses=tuple(raw.get("retry_statuses", base.retry_statuses)),
-        deadline=float(raw.get("deadline", base.deadline)),
+def _timeouts(raw: Mapping[str, Any] | None) -> Timeouts:
+    return Timeouts(**_given(raw, connect=float, read=float, total=float))
+
+
+def _retry(raw: Mapping[str, Any] | None, default: RetrySettings) -> RetrySettings:
+    given = _given(
+        raw,
+        max_attempts=int,
+        base_delay=float,
+        max_delay=float,
+        max_retry_after=float,
+        retry_statuses=tuple,
+        deadline=float,
     )
+    return replace(default, **given)
 
 
 def _path(base: Path, value: Any) -> Path | None:
@@ -186,18 +188,14 @@ def _listener(
             key_file=key,
             key_password=_secret(tls_raw.get("key_password"), "key_password"),
             client_ca=client_ca,
-            client_subjects=tuple(tls_raw.get("client_subjects", ())),
-            client_certificate=tls_raw.get("client_certificate", "required"),
+            **_given(tls_raw, client_subjects=tuple, client_certificate=str),
         )
     listener = ListenerSettings(
-        host=str(raw.get("host", "127.0.0.1")),
         port=int(raw.get("port", default_port)),
-        public_url=raw.get("public_url"),
         tls=tls,
         allow=_networks(raw, "allow", file, pointer, found),
         trusted_proxies=_networks(raw, "trusted_proxies", file, pointer, found),
-        max_body_bytes=int(raw.get("max_body_bytes", 1_048_576)),
-        read_timeout=float(raw.get("read_timeout", 10.0)),
+        **_given(raw, host=str, public_url=str, max_body_bytes=int, read_timeout=float),
     )
     if problems is None and found:
         raise ConfigError(found)
@@ -218,11 +216,11 @@ def _build(
             client_secret=_secret(auth.get("client_secret"), "client_secret"),
             token_endpoint=auth.get("token_endpoint") or None,
             issuer=auth.get("issuer") or None,
-            refresh_margin=float(auth.get("refresh_margin", 60.0)),
+            **_given(auth, refresh_margin=float),
         ),
         api_base=cx.get("api_base") or None,
         timeouts=_timeouts(cx.get("timeouts")),
-        retry=_retry(cx.get("retry")),
+        retry=_retry(cx.get("retry"), RetrySettings()),
         tls=_tls_client(cx.get("tls"), base),
     )
     integrations = []
@@ -276,9 +274,7 @@ def _build(
                 client_secrets=secrets,
                 token_signing_key=Secret(it["token_signing_key"], "token_signing_key"),
                 channels=tuple(channels),
-                integration_id=it.get("integration_id"),
-                token_ttl=int(it.get("token_ttl", 3600)),
-                mtls=bool(it.get("mtls", False)),
+                **_given(it, integration_id=str, token_ttl=int, mtls=bool),
             )
         )
     listeners = tree.get("listeners", {})
@@ -309,21 +305,15 @@ def _build(
     data_dir = _path(base, tree.get("data_dir", "data")) or base / "data"
     st = tree.get("store", {})
     store = StoreSettings(
-        backend=st.get("backend", "sqlite"),
         path=_path(data_dir, st.get("path")) or data_dir / "gateway.sqlite3",
         url=_secret(st.get("url"), "store_url"),
-        prefix=st.get("prefix", "byoc"),
-        dedupe_ttl=float(st.get("dedupe_ttl", 172_800.0)),
+        **_given(st, backend=str, prefix=str, dedupe_ttl=float),
     )
     dl = tree.get("delivery", {})
     delivery = DeliverySettings(
-        workers=int(dl.get("workers", 64)),
-        lease_seconds=float(dl.get("lease_seconds", 30.0)),
-        poll_interval=float(dl.get("poll_interval", 0.5)),
-        retry=_retry(dl.get("retry"), RetrySettings(max_attempts=12)),
+        retry=_retry(dl.get("retry"), DeliverySettings().retry),
+        **_given(dl, workers=int, lease_seconds=float, poll_interval=float),
     )
-    ob = tree.get("outbound", {})
-    lg = tree.get("logging", {})
     return Settings(
         source=path,
         mappings_dir=_path(base, tree.get("mappings_dir", "mappings")) or base / "mappings",
@@ -334,15 +324,17 @@ def _build(
         store=store,
         delivery=delivery,
         outbound=OutboundSettings(
-            deadline=float(ob.get("deadline", 10.0)),
-            idempotency_window=float(ob.get("idempotency_window", 600.0)),
+            **_given(tree.get("outbound"), deadline=float, idempotency_window=float)
         ),
         logging=LoggingSettings(
-            level=str(lg.get("level", "INFO")).upper(),
-            format=lg.get("format", "json"),
-            log_message_text=bool(lg.get("log_message_text", False)),
+            **_given(
+                tree.get("logging"),
+                level=lambda v: str(v).upper(),
+                format=str,
+                log_message_text=bool,
+            )
         ),
         admin_token=_secret(tree.get("admin_token"), "admin_token"),
-        cert_warning_days=int(tree.get("cert_warning_days", 30)),
         env=env,
+        **_given(tree, cert_warning_days=int),
     )
