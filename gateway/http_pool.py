@@ -392,9 +392,12 @@ class HttpPool:
     # -- connections --------------------------------------------------------------------
 
     def _reuse(self, origin: _Origin) -> _Connection | None:
-        idle = self._idle.get(_key(origin))
+        key = _key(origin)
+        idle = self._idle.get(key)
         while idle:
             conn = idle.pop()
+            if not idle:
+                del self._idle[key]
             if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
                 return conn
         return None
@@ -444,18 +447,19 @@ class HttpPool:
         """Close connections idle for `idle_seconds`; come back while any stay idle."""
         self._sweeper = None
         horizon = self.loop.time() - self._idle_seconds
-        for idle in self._idle.values():
-            stale = [c for c in idle if c.idle_since <= horizon]
-            for conn in stale:
-                conn.abort()
-        if any(self._idle.values()):
+        for idle in list(self._idle.values()):
+            for conn in [c for c in idle if c.idle_since <= horizon]:
+                conn.abort()  # and _forget drops the origin's entry once it is empty
+        if self._idle:
             self._sweeper = self.loop.call_later(self._idle_seconds, self._sweep)
 
     def _forget(self, conn: _Connection) -> None:
         self._open.discard(conn)
         idle = self._idle.get(conn.key)
-        if idle and conn in idle:
+        if idle is not None and conn in idle:
             idle.remove(conn)
+            if not idle:  # no entry per past origin: a key holds its TLS context alive
+                del self._idle[conn.key]
 
     @property
     def open_connections(self) -> int:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import gzip
 import ssl
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -479,3 +481,27 @@ async def test_the_platform_client_turns_pool_failures_into_upstream_errors(
         await send("/ok", {"X-Customer-Text": "hi\r\nX-Admin: yes"})
     assert split.value.code == "bad_request"
     assert "invalid character" in str(split.value)
+
+
+async def test_a_replaced_tls_context_is_not_kept_alive_by_the_pool(
+    serve: Serve, tmp_path: Path
+) -> None:
+    """A reload builds new contexts; the pool must let the old ones go with their connections."""
+    ca = create_ca(tmp_path, "pool test CA", 30, key_type="ec")
+    cert = issue_server_cert(ca, ["127.0.0.1"], 30, key_type="ec")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert.cert, cert.key)
+    server = await serve(reply_ok, server_ctx)
+    pool = HttpPool(idle_seconds=0.05)
+    try:
+        old = client_context(TlsClientSettings(ca_file=ca.cert_path))
+        await call(pool, server.url + "/x", ssl_context=old)
+        gone = weakref.ref(old)
+        del old
+        assert await server.closed.get() == 1  # the idle connection was swept
+        gc.collect()
+        assert gone() is None
+        new = client_context(TlsClientSettings(ca_file=ca.cert_path))
+        assert (await call(pool, server.url + "/y", ssl_context=new)).status == 200
+    finally:
+        await pool.close()
