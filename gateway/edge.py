@@ -38,6 +38,7 @@ from gateway.errors import (
     RequestTimeout,
     UnsupportedEncoding,
 )
+from gateway.http import decompress_wbits
 from gateway.http_errors import json_error
 from gateway.settings import ListenerSettings
 from gateway.tls_peers import require_peer, wants_close
@@ -134,13 +135,7 @@ class _Inflater:
         self._head = b""
 
     def _start(self, data: bytes) -> None:
-        if self._gzip:
-            wbits = 16 + zlib.MAX_WBITS
-        else:  # HTTP "deflate" is zlib-wrapped, but some clients send raw deflate
-            cmf, flg = data[0], data[1]
-            zlib_wrapped = cmf & 0x0F == 8 and (cmf << 8 | flg) % 31 == 0
-            wbits = zlib.MAX_WBITS if zlib_wrapped else -zlib.MAX_WBITS
-        self._z = zlib.decompressobj(wbits)
+        self._z = zlib.decompressobj(decompress_wbits(self._gzip, data))
 
     def feed(self, data: bytes, out: bytearray, limit: int) -> None:
         if self._z is None:

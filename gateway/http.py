@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import ssl
+import zlib
 
 import aiohttp
 
@@ -12,6 +13,19 @@ from gateway.errors import UpstreamRejected
 from gateway.settings import Timeouts
 
 USER_AGENT = f"byoc-gateway/{__version__}"
+
+
+def decompress_wbits(gzip: bool, head: bytes) -> int:
+    """zlib's `wbits` for a gzip or an HTTP "deflate" body starting with `head` (2+ bytes).
+
+    "deflate" is zlib-wrapped by the standard, but some peers send raw deflate: a zlib
+    header is method 8 with a check value making the first two bytes a multiple of 31.
+    Used for request bodies (`gateway.edge`) and upstream answers (`gateway.http_pool`).
+    """
+    if gzip:
+        return 16 + zlib.MAX_WBITS
+    zlib_wrapped = len(head) >= 2 and head[0] & 0x0F == 8 and (head[0] << 8 | head[1]) % 31 == 0
+    return zlib.MAX_WBITS if zlib_wrapped else -zlib.MAX_WBITS
 
 
 @functools.lru_cache(maxsize=64)

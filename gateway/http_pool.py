@@ -37,14 +37,14 @@ import ssl
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 import httptools
 import yarl
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.errors import UpstreamRejected
-from gateway.http import USER_AGENT
+from gateway.http import USER_AGENT, decompress_wbits
 from gateway.settings import Timeouts
 
 MAX_HEAD_BYTES = 65_536  # an answer's header fields, all together
@@ -78,6 +78,8 @@ class Answer:
 
 @dataclass(frozen=True, slots=True)
 class _Origin:
+    """Where a connection goes, TLS context included; the key of the pool's idle lists."""
+
     scheme: str
     host: str
     port: int
@@ -88,7 +90,7 @@ class _Origin:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; `httptools` calls the `on_*` methods while parsing."""
 
-    def __init__(self, pool: HttpPool, key: tuple[Any, ...]) -> None:
+    def __init__(self, pool: HttpPool, key: _Origin) -> None:
         self._pool = pool
         self.key = key
         self.transport: asyncio.Transport | None = None
@@ -257,14 +259,9 @@ class _TooLarge(Exception):
 
 
 def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
-    if encoding in ("gzip", "x-gzip"):
-        wbits = 16 + zlib.MAX_WBITS
-    elif encoding == "deflate":  # zlib-wrapped as HTTP says, or raw as some servers send
-        zlib_wrapped = len(body) >= 2 and (body[0] << 8 | body[1]) % 31 == 0
-        wbits = zlib.MAX_WBITS if zlib_wrapped else -zlib.MAX_WBITS
-    else:
+    if encoding not in ("gzip", "x-gzip", "deflate"):
         raise UpstreamProtocolError(f"unsupported Content-Encoding {encoding!r}")
-    inflater = zlib.decompressobj(wbits)
+    inflater = zlib.decompressobj(decompress_wbits(encoding != "deflate", body))
     try:
         out = inflater.decompress(body, limit + 1)
     except zlib.error as exc:
@@ -288,7 +285,7 @@ class HttpPool:
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self._slots = asyncio.Semaphore(limit)
-        self._idle: dict[tuple[Any, ...], list[_Connection]] = {}
+        self._idle: dict[_Origin, list[_Connection]] = {}  # per origin and TLS context
         self._open: set[_Connection] = set()
         self._idle_seconds = idle_seconds
         self._user_agent = user_agent
@@ -392,18 +389,17 @@ class HttpPool:
     # -- connections --------------------------------------------------------------------
 
     def _reuse(self, origin: _Origin) -> _Connection | None:
-        key = _key(origin)
-        idle = self._idle.get(key)
+        idle = self._idle.get(origin)
         while idle:
             conn = idle.pop()
             if not idle:
-                del self._idle[key]
+                del self._idle[origin]
             if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
                 return conn
         return None
 
     async def _connect(self, origin: _Origin, timeouts: Timeouts, start: float) -> _Connection:
-        conn = _Connection(self, _key(origin))
+        conn = _Connection(self, origin)
         within = max(0.0, min(timeouts.connect, start + timeouts.total - self.loop.time()))
         try:
             await asyncio.wait_for(
@@ -507,10 +503,6 @@ def _origin(url: yarl.URL, context: ssl.SSLContext | None) -> _Origin:
     else:
         context = None
     return _Origin(scheme, host, port, context, host_header)
-
-
-def _key(origin: _Origin) -> tuple[Any, ...]:
-    return (origin.scheme, origin.host, origin.port, origin.ssl)
 
 
 _DEFAULT_CONTEXT: ssl.SSLContext | None = None

@@ -13,6 +13,7 @@ import gc
 import gzip
 import ssl
 import weakref
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -505,3 +506,16 @@ async def test_a_replaced_tls_context_is_not_kept_alive_by_the_pool(
         assert (await call(pool, server.url + "/y", ssl_context=new)).status == 200
     finally:
         await pool.close()
+
+
+@pytest.mark.parametrize("wrapped", [True, False], ids=["zlib-wrapped", "raw"])
+async def test_deflate_answers_wrapped_or_raw(serve: Serve, pool: HttpPool, wrapped: bool) -> None:
+    text = b"deflated " * 20
+    packer = zlib.compressobj(wbits=zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+    packed = packer.compress(text) + packer.flush()
+
+    async def answer(seen: Seen, writer: asyncio.StreamWriter) -> None:
+        writer.write(ok(packed, "Content-Encoding: deflate"))
+
+    server = await serve(answer)
+    assert (await call(pool, server.url + "/x")).body == text
