@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import jmespath
@@ -28,7 +29,9 @@ MAPPING_FILES = sorted(REPO_MAPPINGS.glob("*.yaml")) + sorted(FIXTURES.glob("*.y
 
 EVERY_NODE_TYPE = [
     "a",
+    "a.b",
     "a.b.c",
+    "a.b.c.d",
     "@",
     "a[0]",
     "a[-1]",
@@ -181,6 +184,26 @@ def test_calls_the_compiler_refuses_fail_as_in_the_interpreter(source: str, data
     expected = _outcome(lambda d: _INTERPRETER.visit(ast, d), data)
     assert expected[0] == "error"
     assert _outcome(run, data) == expected
+
+
+@pytest.mark.parametrize("source", ["a", "a.b", "a.b.c", "a.b.c.d"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"a": {"b": {"c": {"d": 1}}}},
+        {"a": MappingProxyType({"b": MappingProxyType({"c": {"d": "x"}})})},
+        MappingProxyType({"a": {"b": None}}),
+        {"a": [{"b": 1}]},
+        {"a": "text"},
+        [1],
+        None,
+    ],
+)
+def test_a_plain_path_searches_as_the_interpreter_does(source: str, data: Any) -> None:
+    # any object with .get is walked (a read-only mapping too), anything else gives null
+    expr = compile_expr(source, "test")
+    assert expr.plain is not None
+    assert expr.search(data) == _INTERPRETER.visit(expr._ast, data)
 
 
 def test_closures_are_compiled_at_first_use_and_never_for_field_paths() -> None:

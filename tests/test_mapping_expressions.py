@@ -174,3 +174,15 @@ def test_iso_from_ms_formats_as_strftime_does(ms: int) -> None:
     expected = f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
     assert values.iso_from_ms(ms) == expected
     assert values.iso_ms(ms) == values.iso_ms(str(ms)) == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(min_value=-2_000, max_value=2_000), min_size=2, max_size=20))
+def test_iso_from_ms_is_right_whichever_second_came_before(steps: list[int]) -> None:
+    # the last second's text is reused: seconds that repeat, alternate and go back
+    ms = 1_764_158_399_000
+    for step in steps:
+        ms += step
+        moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+        expected = f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
+        assert values.iso_from_ms(ms) == expected

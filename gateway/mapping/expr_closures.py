@@ -74,20 +74,12 @@ def compile_ast(
     children: Sequence[Any] = node.get("children", ())
 
     if kind == "field":
-        key = node["value"]
-
-        def field(value: Any) -> Any:
-            try:
-                return value.get(key)
-            except AttributeError:
-                return None
-
-        return field
+        return path_closure((node["value"],))
 
     if kind == "subexpression":
         keys = field_keys(node)
         if keys is not None:  # `a.b.c`, the commonest subexpression: no closure per key
-            return _path(keys)
+            return path_closure(keys)
     if kind in ("subexpression", "index_expression", "pipe"):
         return _chain([sub(c) for c in children])
 
@@ -194,8 +186,18 @@ def field_keys(node: dict[str, Any]) -> tuple[str, ...] | None:
     return tuple(keys)
 
 
-def _path(keys: tuple[str, ...]) -> Closure:
+def path_closure(keys: tuple[str, ...]) -> Closure:
     """What a chain of `field` closures computes: `.get` per key, None once one fails."""
+    if len(keys) == 1:
+        (only,) = keys
+
+        def path1(value: Any) -> Any:
+            try:
+                return value.get(only)
+            except AttributeError:
+                return None
+
+        return path1
     if len(keys) == 2:
         first, second = keys
 
@@ -206,6 +208,16 @@ def _path(keys: tuple[str, ...]) -> Closure:
                 return None
 
         return path2
+    if len(keys) == 3:  # `data.sender.id`: the commonest extraction of a webhook event
+        a, b, c = keys
+
+        def path3(value: Any) -> Any:
+            try:
+                return value.get(a).get(b).get(c)
+            except AttributeError:
+                return None
+
+        return path3
 
     def path(value: Any) -> Any:
         try:
@@ -329,6 +341,8 @@ def _function(
     ):
         return lambda value: call(name, [argument(value) for argument in arguments])
     function = spec["function"]
+    if not arguments:  # vars(), delivery(), ...: nothing to evaluate or check
+        return lambda value: function(functions)
     allowed = [
         frozenset(n for t in parameter["types"] for n in jmespath.functions.REVERSE_TYPES_MAP[t])
         if parameter["types"]

@@ -21,7 +21,7 @@ import jmespath.visitor
 from gateway import jsonutil
 from gateway.errors import BadRequest
 from gateway.mapping import bridging, values
-from gateway.mapping.expr_closures import Closure, compile_ast, field_keys
+from gateway.mapping.expr_closures import Closure, compile_ast, field_keys, path_closure
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -224,26 +224,25 @@ _NONE: frozenset[str] = frozenset()  # shared by the many expressions that call 
 class Expr:
     """One compiled JMESPath expression."""
 
-    __slots__ = ("_ast", "_keys", "_run", "functions", "source", "where")
+    __slots__ = ("_ast", "_run", "functions", "plain", "source", "where")
 
     def __init__(self, source: str, parsed: Any, where: str) -> None:
         self.source = source
         self.where = where
         self._ast = parsed.parsed
-        self._keys = field_keys(self._ast)  # a plain `a.b.c` needs no closure
-        # compiled at the first search: a field path never needs it, and a mapping's
-        # other expressions cost memory only once a message uses them (RSS: 200 mappings)
+        keys = field_keys(self._ast)
+        # a plain `a.b.c` (most extractions) cannot fail: callers may run `plain` itself
+        self.plain: Closure | None = path_closure(keys) if keys is not None else None
+        # compiled at the first search: a mapping's other expressions cost memory only
+        # once a message uses them (RSS: 200 mappings)
         self._run: Closure | None = None
         self.functions: frozenset[str] = frozenset(_function_names(self._ast)) or _NONE
 
     def search(self, data: Any) -> Any:
         """Evaluate against `data`; raise ExpressionError with a readable reason."""
-        if self._keys is not None:
-            for key in self._keys:
-                if not isinstance(data, dict):
-                    return None
-                data = data.get(key)
-            return data
+        plain = self.plain
+        if plain is not None:
+            return plain(data)
         run = self._run
         if run is None:
             run = self._run = compile_ast(self._ast, _OPTIONS.custom_functions, _INTERPRETER)

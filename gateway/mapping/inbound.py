@@ -55,7 +55,8 @@ def extract(pairs: tuple[tuple[str, Expr], ...], data: Any) -> dict[str, Any]:
     """Evaluate extraction pairs; fields that come out null are left out."""
     fields: dict[str, Any] = {}
     for name, expr in pairs:
-        value = expr.search(data)
+        plain = expr.plain  # a plain path, most extractions: its closure, one call fewer
+        value = plain(data) if plain is not None else expr.search(data)
         if value is not None:
             fields[name] = value
     return fields

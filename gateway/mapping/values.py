@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 from gateway import jsonutil
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NUMBERS = (int, float)  # a tuple: `int | float` would build a union on every evaluation
 _NUMERIC = re.compile(r"^\s*-?[0-9]+(\.[0-9]+)?\s*$")
 _LONG_FRACTION = re.compile(r"(\.[0-9]{6})[0-9]+")
 
@@ -38,20 +39,30 @@ def _decimal(value: Any) -> Decimal:
     return number
 
 
+# The last whole second formatted, and its text: events come in bursts of the same second
+_last_second: tuple[int, str] = (0, "1970-01-01T00:00:00")
+
+
 def iso_from_ms(ms: Decimal | int) -> str:
     """Format epoch milliseconds as ISO-8601 UTC with exactly three fraction digits and Z."""
+    global _last_second
     whole = ms if type(ms) is int else int(Decimal(ms).to_integral_value(rounding=ROUND_FLOOR))
     seconds, millis = divmod(whole, 1000)
+    last = _last_second  # one read: another thread may replace it meanwhile
+    if last[0] == seconds:
+        return f"{last[1]}.{millis:03d}Z"
     try:
         moment = _EPOCH + timedelta(seconds=seconds)
     except OverflowError:
         raise ValueError(f"{ms} milliseconds is out of the supported date range") from None
     if moment.year < 1000:  # strftime does not pad such years on every platform
         return f"{moment:%Y-%m-%dT%H:%M:%S}.{millis:03d}Z"
-    return (  # the same digits as strftime, in a third of its time
+    text = (  # the same digits as strftime, in a third of its time
         f"{moment.year}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:"
-        f"{moment.minute:02d}:{moment.second:02d}.{millis:03d}Z"
+        f"{moment.minute:02d}:{moment.second:02d}"
     )
+    _last_second = (seconds, text)
+    return f"{text}.{millis:03d}Z"
 
 
 def iso_ms(value: Any) -> str:
@@ -176,7 +187,7 @@ def exact_ids(fields: Mapping[str, Any]) -> dict[str, Any]:
         k: (
             to_str(v)
             # the type first: most values are text, and the name check is a Python call
-            if isinstance(v, int | float) and not isinstance(v, bool) and is_id_field(k)
+            if isinstance(v, _NUMBERS) and not isinstance(v, bool) and is_id_field(k)
             else v
         )
         for k, v in fields.items()
