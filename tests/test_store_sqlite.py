@@ -13,7 +13,7 @@ from gateway.clock import FakeClock
 from gateway.delivery import sqlite as sqlite_module
 from gateway.delivery import sqlite_batches
 from gateway.delivery.sqlite import SqliteStore
-from gateway.delivery.sqlite_schema import HEAD_SQL, READY_SQL
+from gateway.delivery.sqlite_schema import CLAIM_SQL
 from gateway.delivery.store import NewJob
 from gateway.errors import StoreError
 
@@ -89,18 +89,39 @@ async def test_expired_rows_are_purged(tmp_path: Path) -> None:
 
 
 async def test_claim_uses_the_ready_index(tmp_path: Path) -> None:
-    """Claiming is O(ready threads): both claim queries are index lookups, never scans."""
+    """Claiming is O(ready threads): the claim query is index lookups, never a scan."""
     path = tmp_path / "gw.sqlite3"
     async with SqliteStore(path):
         pass
     conn = sqlite3.connect(path)
     try:
-        ready = conn.execute("EXPLAIN QUERY PLAN " + READY_SQL, (0.0, 10)).fetchall()
-        head = conn.execute("EXPLAIN QUERY PLAN " + HEAD_SQL, ("t",)).fetchall()
+        plan = str(conn.execute("EXPLAIN QUERY PLAN " + CLAIM_SQL, (0.0, 10)).fetchall())
     finally:
         conn.close()
-    assert "threads_by_ready" in str(ready) and "SCAN" not in str(ready)
-    assert "jobs_by_thread" in str(head) and "SCAN" not in str(head)
+    assert "threads_by_ready" in plan and "jobs_by_thread" in plan
+    assert "SCAN" not in plan and "TEMP B-TREE" not in plan
+
+
+async def test_a_thread_row_without_jobs_is_repaired_by_the_next_claim(tmp_path: Path) -> None:
+    """A `threads` row with no job (never written so) is dropped, not claimed or wedged."""
+    clock = FakeClock()
+    path = tmp_path / "gw.sqlite3"
+    async with SqliteStore(path, clock=clock) as store:
+        await store.enqueue([NewJob("real", b"r1", None)], 60)
+        conn = sqlite3.connect(path)
+        try:
+            conn.execute("INSERT INTO threads (thread_key, ready_at) VALUES ('ghost', 0)")
+            conn.commit()
+        finally:
+            conn.close()
+        (job,) = await store.claim("w", 10, 30)
+        assert (job.thread_key, job.payload) == ("real", b"r1")
+        conn = sqlite3.connect(path)
+        try:
+            keys = conn.execute("SELECT thread_key FROM threads").fetchall()
+        finally:
+            conn.close()
+        assert keys == [("real",)]
 
 
 async def test_order_holds_when_the_newest_row_goes_and_its_seq_is_reused(
