@@ -325,3 +325,35 @@ def test_concat_fast_path_renders_what_jinja_renders(
     assert isinstance(fast, Concat)
     jinja = Text(environment(mode).from_string(source), "body")
     assert _outcome(fast, context) == _outcome(jinja, context)
+
+
+@pytest.mark.parametrize(
+    "context",
+    [
+        {"a": 1, "b": "x"},
+        {"a": None, "b": OMIT},
+        {"a": Markup("<i>"), "b": (1, OMIT)},
+        {"a": {"k": OMIT, "j": [None]}},
+        {"b": True},
+        {},
+    ],
+)
+def test_an_object_renders_what_its_leaves_render_one_by_one(context: dict[str, Any]) -> None:
+    # DictNode looks `{{ a }}` and `{{ a | default(...) }}` leaves up itself
+    from gateway.mapping.template_nodes import DictNode
+
+    tree = {"n": "{{ a }}", "d": "{{ b | default('z') }}", "o": "{{ b | default(omit) }}"}
+    node = build(tree)
+    assert isinstance(node, DictNode)
+    expected: dict[str, Any] = {}
+    try:
+        for key, leaf in node.items:
+            value = leaf.render(context)
+            if value is not OMIT:
+                expected[key] = value
+    except RenderError as exc:
+        with pytest.raises(RenderError) as raised:
+            node.render(context)
+        assert str(raised.value) == str(exc)
+        return
+    assert node.render(context) == expected

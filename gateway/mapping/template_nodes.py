@@ -214,15 +214,34 @@ class Concat(Node):
 
 
 class DictNode(Node):
-    __slots__ = ("items",)
+    """An object of leaves; `{{ field }}` and `{{ field | default(x) }}` leaves are inlined.
+
+    Both start by looking `field` up and, when it is there, finalise its value: done here,
+    with the check of `_finalize` for plain values, a leaf costs no call of its own. A
+    missing field goes to the leaf itself (the fallback, the globals, the error).
+    """
+
+    __slots__ = ("_plan", "items")
 
     def __init__(self, items: list[tuple[str, Node]]) -> None:
         self.items = items
+        self._plan = [
+            (key, node.name if type(node) is Name or type(node) is DefaultName else None, node)
+            for key, node in items
+        ]
 
     def render(self, context: Mapping[str, Any]) -> Any:
         out: dict[str, Any] = {}
-        for key, node in self.items:
-            value = node.render(context)
+        get = context.get
+        for key, name, node in self._plan:
+            if name is None:
+                value = node.render(context)
+            else:
+                value = get(name, _MISSING)
+                if value is _MISSING:
+                    value = node.render(context)
+                elif value is not None and type(value) not in PLAIN_SCALARS:
+                    value = _finalize(value, node.label)  # type: ignore[attr-defined]
             if value is not OMIT:
                 out[key] = value
         return out
