@@ -52,3 +52,17 @@ def test_the_benchmark_drives_both_paths_of_both_systems(tmp_path: Path) -> None
             assert set(result["summary"][system][path]) == {"max", "latency"}
     assert set(result["verdicts"]["gateway"]) == paths
     assert result["machine"]["python"]
+
+
+def test_instructions_are_counted_per_delivered_message(tmp_path: Path) -> None:
+    # the bridge starts fastest under valgrind; the gateway runs the same way
+    out = tmp_path / "instructions.json"
+    cmd = [sys.executable, "-m", "bench.instructions", "--system", "bridge"]
+    cmd += ["--messages", "40", "--warmup", "10", "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert (result["system"], result["path"], result["messages"]) == ("bridge", "inbound", 40)
+    # a webhook, a signature, a parse and an upstream call cannot take fewer
+    assert result["instructions_per_message"] > 50_000
+    assert "instructions per message" in proc.stdout
