@@ -314,6 +314,50 @@ async def test_a_read_that_finds_the_file_busy_is_run_again_on_the_thread(
         assert where == [True, False]
 
 
+async def test_a_key_read_with_nothing_queued_runs_at_once(tmp_path: Path) -> None:
+    """kv_get (the alias lookup of every inbound message) needs no batch when idle..."""
+    async with SqliteStore(tmp_path / "g.db", clock=FakeClock()) as store:
+        await store.kv_set("ns", "k", b"v", None)
+        sizes = _batches(store)
+        assert await store.kv_get("ns", "k") == b"v"
+        assert await store.kv_get("ns", "missing") is None
+        assert sizes == []
+
+
+async def test_a_key_read_waits_for_the_writes_queued_before_it(tmp_path: Path) -> None:
+    """... but with an operation queued it takes its turn, and sees that write."""
+    async with SqliteStore(tmp_path / "g.db", clock=FakeClock()) as store:
+        sizes = _batches(store)
+        writing = asyncio.ensure_future(store.kv_set("ns", "k", b"new", None))
+        await asyncio.sleep(0)  # the write is submitted, its batch not yet run
+        assert store._db._pending
+        assert await store.kv_get("ns", "k") == b"new"
+        await writing
+        assert sizes == [2]  # the write and the read, one batch
+
+
+async def test_a_key_read_that_finds_the_file_busy_takes_its_turn(tmp_path: Path) -> None:
+    async with SqliteStore(tmp_path / "g.db", clock=FakeClock()) as store:
+        await store.kv_set("ns", "k", b"v", None)
+        where: list[bool] = []
+        _batches(store, where)
+        inline = store._db._inline
+        assert inline is not None
+        real = store._db.read_now
+
+        def busy_once(what: str, fn: Any) -> Any:
+            def refuse(conn: sqlite3.Connection) -> Any:
+                busy = sqlite3.OperationalError("database is locked")
+                busy.sqlite_errorcode = sqlite3.SQLITE_BUSY
+                raise busy
+
+            return real(what, refuse)
+
+        store._db.read_now = busy_once  # type: ignore[method-assign]
+        assert await store.kv_get("ns", "k") == b"v"
+        assert where == [True]  # the batch ran it
+
+
 def _wal_frames(path: Path) -> int:
     probe = sqlite3.connect(path)
     try:  # (busy, frames in the WAL, frames checkpointed)

@@ -305,9 +305,13 @@ class SqliteStore(Store):
     # -- key-value and locks -------------------------------------------------------------
 
     async def kv_get(self, ns: str, key: str) -> bytes | None:
-        row = await self._run(
-            "kv_get", lambda c: c.execute(LIVE_KV_SQL, (ns, key, self._clock())).fetchone()
-        )
+        def read(conn: sqlite3.Connection) -> Any:
+            return conn.execute(LIVE_KV_SQL, (ns, key, self._clock())).fetchone()
+
+        self._check_open()
+        done, row = self._db.read_now("kv_get", read)  # one per inbound message: the alias
+        if not done:
+            row = await self._run("kv_get", read)
         return None if row is None else bytes(row[0])
 
     async def kv_set(self, ns: str, key: str, value: bytes, ttl: float | None) -> None:

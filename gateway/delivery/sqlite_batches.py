@@ -1,7 +1,8 @@
 """Group commit for the SQLite store: batches of operations, run on the loop or a thread.
 
-Every store operation is a function of a connection. Operations submitted during one
-turn of the event loop form a batch: the reads run as they are, the writes share one
+Every store operation is a function of a connection. A read that finds nothing queued
+before it runs at once (`read_now`); other operations submitted during one turn of the
+event loop form a batch: the reads run as they are, the writes share one
 `BEGIN IMMEDIATE` transaction. A batch runs *inline*, on the event-loop thread, through
 a connection that never waits (`busy_timeout = 0`) and never checkpoints: a commit in
 WAL mode with `synchronous = NORMAL` is a few write(2) calls into the page cache, tens
@@ -139,6 +140,24 @@ class GroupCommit:
             self._scheduled = True
             loop.call_soon(self._run_inline)
         return await future
+
+    def read_now(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> tuple[bool, T | None]:
+        """Run the read `fn(conn)` at once, when no operation is queued before it.
+
+        (True, result), or (False, None) when it must take its turn (`submit`): an
+        operation is pending or running on the thread (the read must see its writes),
+        or the file is busy. A read needs no write lock and in WAL mode waits for no
+        writer, so it costs the statement alone, not a batch and a wake-up.
+        """
+        conn = self._inline
+        if self._pending or self._on_thread is not None or conn is None or conn.in_transaction:
+            return False, None
+        try:
+            return True, fn(conn)
+        except sqlite3.Error as exc:
+            if _is_busy(exc):
+                return False, None
+            raise _wrap(exc, self.path, what) from None
 
     def _run_inline(self) -> None:
         """Run what is pending on the loop's connection; to the thread if the file is busy."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -55,8 +56,9 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
     mapping = routing.by_webhook_path.get(request.path)
     if mapping is None:
         raise NotFound("no webhook is configured at this path")
-    query = dict(request.query)
-    headers = {k.lower(): v for k, v in request.headers.items()}
+    # case-insensitive as they are: what needs plain dicts (handshakes, split) makes them
+    query = request.query
+    headers = request.headers
     if request.method == "GET":
         reply = mapping.handshake("GET", query, headers, None)
         if reply is None:
@@ -99,7 +101,11 @@ def _reply(reply: HandshakeReply) -> web.Response:
 
 
 async def _accept(
-    gw: Any, mapping: CompiledMapping, payload: Any, headers: dict[str, str], query: dict[str, str]
+    gw: Any,
+    mapping: CompiledMapping,
+    payload: Any,
+    headers: Mapping[str, str],
+    query: Mapping[str, str],
 ) -> tuple[int, int, int]:
     items = mapping.split(payload, headers=headers, query=query)
     now = gw.clock()
