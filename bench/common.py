@@ -390,6 +390,31 @@ def http_json(
     return orjson.loads(raw) if raw else None
 
 
+def collect_arrivals(
+    sinks_url: str, sent: Mapping[str, float], timeout: float, stall: float = 10.0
+) -> dict[str, float]:
+    """The sinks' arrival times of the `sent` ids, once all arrived or nothing moves.
+
+    Stops when every id arrived, `timeout` seconds have passed, or no new one arrived for
+    `stall` seconds. Each dump returns the arrivals since the last one, so they add up.
+    """
+    arrivals: dict[str, float] = {}
+    deadline = last_progress = time.monotonic()
+    deadline += timeout
+    while True:
+        dump = http_json(sinks_url + "/_bench/dump")
+        before = len(arrivals)
+        for key, t in (*dump["cxone"].items(), *dump["platform"].items()):
+            if key in sent:
+                arrivals[key] = t
+        now = time.monotonic()
+        if len(arrivals) > before:
+            last_progress = now
+        if len(arrivals) >= len(sent) or now > deadline or now - last_progress > stall:
+            return arrivals
+        time.sleep(0.1)
+
+
 # -------------------------------------------------------------------------- /proc stats
 
 

@@ -38,11 +38,11 @@ from bench.common import (
     Interference,
     bench_env,
     children,
+    collect_arrivals,
     cpu_seconds,
     cpu_sets,
     exit_on_sigterm,
     gateway_command,
-    http_json,
     machine,
     median,
     memory,
@@ -155,21 +155,7 @@ class Bench:
 
     def drain(self, sent: dict[str, float], timeout: float = 120.0) -> dict[str, float]:
         """Collect sink arrivals until every accepted message arrived (or nothing moves)."""
-        arrivals: dict[str, float] = {}
-        matched = 0
-        deadline = time.monotonic() + timeout
-        last_progress = time.monotonic()
-        while True:
-            dump = http_json(self.sinks_url + "/_bench/dump")
-            for key, t in (*dump["cxone"].items(), *dump["platform"].items()):
-                if key in sent:
-                    arrivals[key] = t
-            if len(arrivals) > matched:
-                matched, last_progress = len(arrivals), time.monotonic()
-            now = time.monotonic()
-            if matched >= len(sent) or now > deadline or now - last_progress > 10:
-                return arrivals
-            time.sleep(0.1)
+        return collect_arrivals(self.sinks_url, sent, timeout)
 
     def phase(
         self, system: System, path: str, rep: int, mode: str, rate: float | None
