@@ -163,7 +163,7 @@ class SqliteStore(Store):
             "SELECT owner, leased_id FROM threads WHERE thread_key = ?", (job.thread_key,)
         ).fetchone()
         if row is None or row[0] != owner or row[1] != job.id:
-            log.warning("%s ignored: %s no longer holds the lease on job %s", op, owner, job.id)
+            _lease_lost(op, owner, job)
             return False
         return True
 
@@ -197,7 +197,7 @@ class SqliteStore(Store):
             (job.id, job.thread_key, owner, job.id),
         ).rowcount
         if not held:
-            log.warning("complete ignored: %s no longer holds the lease on job %s", owner, job.id)
+            _lease_lost("complete", owner, job)
             return False, False
         return True, self._release_thread(conn, job, now)
 
@@ -362,6 +362,10 @@ class SqliteStore(Store):
             "unlock",
             lambda c: c.execute("DELETE FROM locks WHERE name = ? AND token = ?", (name, token)),
         )
+
+
+def _lease_lost(op: str, owner: str, job: Job) -> None:
+    log.warning("%s ignored: %s no longer holds the lease on job %s", op, owner, job.id)
 
 
 def _append(log_json: bytes | str, record: bytes) -> bytes:
