@@ -40,7 +40,8 @@ from gateway.mapping import (
     load_mapping,
 )
 from gateway.mapping.expressions import EvalContext, ExpressionError, evaluation, truthy
-from gateway.mapping.inbound import NO_ROUTE, extract
+from gateway.mapping.extraction import Extraction
+from gateway.mapping.inbound import NO_ROUTE
 from gateway.mapping.model import mask_url
 from gateway.mapping.offline import CannedLookups, run_offline
 from gateway.secrets import Redactor
@@ -293,12 +294,12 @@ def trace_outbound(m: CompiledMapping, ctx: OutboundContext) -> list[dict[str, A
     }
     with evaluation(EvalContext(m.vars, (), ctx.body)):
         try:
-            base = extract(_engine(m, "outbound", "base_extract"), root)
+            base = Extraction(_engine(m, "outbound", "base_extract"))(root)
         except ExpressionError:
             return []
 
         def data_for(route: Any) -> dict[str, Any]:
-            fields = {**base, **extract(route.extract, root)} if route.extract else base
+            fields = {**base, **route.fields(root)} if route.extract else base
             return {**root, **fields}
 
         return _trace(_engine(m, "outbound", "routes"), data_for)

@@ -89,6 +89,12 @@ EVERY_NODE_TYPE = [
     '`"d"` == a',
     "`1` < a",
     "`0` >= a.b",
+    # comparisons with a boolean constant (identity), one-argument calls
+    "a != `true`",
+    "`true` == a.b",
+    "a.b != `false`",
+    "upper(a)",
+    "to_number(a)",
 ]
 
 

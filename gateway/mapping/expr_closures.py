@@ -251,6 +251,11 @@ def _comparator(op: str, left: Closure, right: Closure, literal: Any = None) -> 
         if op == "eq":
             return lambda value: bool(left(value) == literal)
         return lambda value: bool(left(value) != literal)
+    if type(literal) is bool and op in ("eq", "ne"):
+        # `echo == `true``: true equals true alone (1 does not, in JMESPath)
+        if op == "eq":
+            return lambda value: left(value) is literal
+        return lambda value: left(value) is not literal
     if op == "eq":
         return lambda value: _equals(left(value), right(value))
     if op == "ne":
@@ -350,6 +355,16 @@ def _function(
         for parameter in signature
     ]
     checks = [(i, names) for i, names in enumerate(allowed) if names is not None]
+    if len(arguments) == 1 and checks:  # iso_ms(x), lower(x), ...: no list, no loop
+        (argument,), ((_, names),) = arguments, checks
+
+        def checked1(value: Any) -> Any:
+            arg = argument(value)
+            if type(arg).__name__ not in names:
+                return call(name, [arg])  # raises jmespath's JMESPathTypeError
+            return function(functions, arg)
+
+        return checked1
 
     def checked(value: Any) -> Any:
         args = [argument(value) for argument in arguments]

@@ -256,6 +256,10 @@ class Expr:
         except (jmespath.exceptions.JMESPathError, ValueError, TypeError, KeyError) as exc:
             raise ExpressionError(f"`{self.source}`: {exc}") from None
 
+    def path_keys(self) -> tuple[str, ...] | None:
+        """The keys of a plain path (`a.b.c` gives ("a", "b", "c")), else None."""
+        return field_keys(self._ast) if self.plain is not None else None
+
     def test(self, data: Any) -> bool:
         """Evaluate as a condition (JMESPath truthiness)."""
         return truthy(self.search(data))

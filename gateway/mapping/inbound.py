@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 from urllib.parse import quote
 
 from gateway.errors import MappingRuntimeError
 from gateway.mapping.bridging import media_signing
 from gateway.mapping.expressions import EvalContext, Expr, ExpressionError, evaluation
+from gateway.mapping.extraction import Extraction
 from gateway.mapping.lookups import Lookup, run_lookups
 from gateway.mapping.model import (
     Action,
@@ -22,7 +24,7 @@ from gateway.mapping.model import (
 )
 from gateway.mapping.state import StateSpec
 from gateway.mapping.templates import Node, RenderError
-from gateway.mapping.values import exact_ids, to_str
+from gateway.mapping.values import to_str
 
 NO_ROUTE = "(no route)"
 
@@ -45,21 +47,15 @@ class InboundRoute:
     state: StateSpec | None = None
     media: bool = False  # uses media_url(): signed when the worker renders it
 
+    @cached_property
+    def fields(self) -> Extraction:
+        """`extract` as one generated function, numeric ids as text (`exact_ids`)."""
+        return Extraction(self.extract, exact=True)
+
     @property
     def deferred(self) -> bool:
         """Rendered by the queue worker: it calls the platform, signs URLs or stores state."""
         return bool(self.lookups) or self.state is not None or self.media
-
-
-def extract(pairs: tuple[tuple[str, Expr], ...], data: Any) -> dict[str, Any]:
-    """Evaluate extraction pairs; fields that come out null are left out."""
-    fields: dict[str, Any] = {}
-    for name, expr in pairs:
-        plain = expr.plain  # a plain path, most extractions: its closure, one call fewer
-        value = plain(data) if plain is not None else expr.search(data)
-        if value is not None:
-            fields[name] = value
-    return fields
 
 
 class InboundRouter:
@@ -135,7 +131,7 @@ class InboundRouter:
         if chosen.ignore or chosen.action is None:
             return Ignored(self.mapping, chosen.name, dedupe_key)
         try:
-            fields = exact_ids(extract(chosen.extract, item.item))
+            fields = chosen.fields(item.item)
         except ExpressionError as exc:
             raise MappingRuntimeError(self.mapping, chosen.name, str(exc)) from None
         return chosen, fields, dedupe_key

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any, Literal
 
 from gateway.errors import (
@@ -15,7 +16,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.mapping.expressions import EvalContext, Expr, ExpressionError, evaluation
-from gateway.mapping.inbound import extract
+from gateway.mapping.extraction import Extraction
 from gateway.mapping.model import (
     ChannelSpec,
     NoRoute,
@@ -30,7 +31,7 @@ from gateway.mapping.request import RequestTemplate
 from gateway.mapping.state import require
 from gateway.mapping.templates import Node, RenderError
 from gateway.mapping.uploads import UploadSpec, upload_all
-from gateway.mapping.values import exact_ids, guess_content_type, to_str
+from gateway.mapping.values import guess_content_type, to_str
 
 ROOT_KEYS = ("kind", "endpoint", "channel", "channel_id", "params", "body", "state")
 
@@ -59,6 +60,16 @@ class OutboundRoute:
     responses: Mapping[str, Node]  # endpoint -> CXone response template (defaults + route)
     require_state: tuple[str, ...] = ()  # thread state the route cannot do without
     upload: UploadSpec | None = None  # sent once per attachment before `request`
+
+    @cached_property
+    def fields(self) -> Extraction:
+        """`extract` as one generated function."""
+        return Extraction(self.extract)
+
+    @cached_property
+    def results(self) -> Extraction:
+        """`result` as one generated function, numeric ids as text (`exact_ids`)."""
+        return Extraction(self.result, exact=True)
 
 
 def split_text(text: str, limit: int) -> list[str]:
@@ -95,6 +106,7 @@ class OutboundRouter:
         self.mapping = mapping
         self.vars = variables
         self.base_extract = base_extract
+        self.base_fields = Extraction(base_extract)
         self.routes = routes
         self.by_name = {r.name: r for r in routes}
         self.platform = platform
@@ -113,7 +125,7 @@ class OutboundRouter:
             raise NoRoute(f"the mapping {self.mapping!r} has no channel {ctx.channel!r}")
         with evaluation(EvalContext(self.vars, (), ctx.body)):
             try:
-                base = extract(self.base_extract, root)
+                base = self.base_fields(root)
             except ExpressionError as exc:
                 raise MappingRuntimeError(self.mapping, "(extract)", str(exc)) from None
             chosen, fields = self._choose(root, base)
@@ -195,7 +207,7 @@ class OutboundRouter:
     ) -> tuple[OutboundRoute, dict[str, Any]]:
         for route in self.routes:
             try:
-                fields = {**base, **extract(route.extract, root)} if route.extract else base
+                fields = {**base, **route.fields(root)} if route.extract else base
                 if route.when is None or route.when.test({**root, **fields}):
                     return route, fields
             except ExpressionError as exc:
@@ -265,10 +277,9 @@ class OutboundRouter:
             self.check(plan, response)
         last = responses[-1]
         try:
-            results = extract(route.result, last.body) if route.result else {}
+            results = route.results(last.body) if route.result else {}
         except ExpressionError as exc:
             raise MappingRuntimeError(self.mapping, route.name, f"result: {exc}") from None
-        results = exact_ids(results)
         node = route.responses.get(plan.ctx.endpoint)
         if node is None:
             return {}

@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlsplit
 from gateway import jsonutil
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_NUMBERS = (int, float)  # a tuple: `int | float` would build a union on every evaluation
+NUMBERS = (int, float)  # a tuple: `int | float` would build a union on every evaluation
 _NUMERIC = re.compile(r"^\s*-?[0-9]+(\.[0-9]+)?\s*$")
 _LONG_FRACTION = re.compile(r"(\.[0-9]{6})[0-9]+")
 
@@ -187,7 +187,7 @@ def exact_ids(fields: Mapping[str, Any]) -> dict[str, Any]:
         k: (
             to_str(v)
             # the type first: most values are text, and the name check is a Python call
-            if isinstance(v, _NUMBERS) and not isinstance(v, bool) and is_id_field(k)
+            if isinstance(v, NUMBERS) and not isinstance(v, bool) and is_id_field(k)
             else v
         )
         for k, v in fields.items()
