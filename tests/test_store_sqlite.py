@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -438,6 +441,36 @@ async def test_a_checkpoint_of_a_short_wal_never_holds_up_the_writers(
         frames = _wal_frames(path)
     assert waited == 0, f"{waited} batches waited for the checkpoint's lock"
     assert 1000 < frames < sqlite_batches.WAL_RESTART_FRAMES  # copied, not started over
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice is Linux's")
+async def test_the_passive_checkpoint_runs_at_background_priority_off_the_store_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The PASSIVE copy yields the core to the event loop; RESTART stays at normal priority.
+
+    (At normal priority the copy took the core from the loop a scheduler slice at a time:
+    the tail latency of replies under moderate load.)
+    """
+    monkeypatch.setattr(sqlite_batches, "CHECKPOINT_EVERY", 10**9)
+    monkeypatch.setattr(sqlite_batches, "WAL_RESTART_FRAMES", 1)  # every checkpoint restarts
+    seen: list[tuple[str, str, int]] = []
+    real = sqlite_batches._checkpoint
+
+    def recorded(conn: sqlite3.Connection, mode: str) -> int:
+        nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        seen.append((mode, threading.current_thread().name.split("_")[0], nice))
+        return real(conn, mode)
+
+    monkeypatch.setattr(sqlite_batches, "_checkpoint", recorded)
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    async with SqliteStore(tmp_path / "g.db", clock=FakeClock()) as store:
+        await _write_through_a_checkpoint(store, before=10)
+    background = min(base + sqlite_batches.BACKGROUND_NICE, 19)
+    assert seen == [
+        ("PASSIVE", "sqlite-checkpoint", background),
+        ("RESTART", "sqlite-store", base),
+    ]
 
 
 async def test_purge_catches_up_with_more_expired_rows_than_one_batch(
