@@ -7,11 +7,12 @@ Python function for all the pairs of a route: each prefix is looked up once, int
 variable, and the fields are assigned in the order they are written. An expression that
 is not a plain path is called as it is (`Expr.search`, which raises ExpressionError).
 
-The result is the one of the pairs evaluated in order with `Expr.search`, null fields
-left out (`inbound.extract`), and with `exact=True` numeric id fields turned into exact
-text (`values.exact_ids`); tests/test_mapping_extraction.py checks it against both on
-generated data. A lookup is `.get` on the value, None when the value has none (not an
-object), as for the closures of `expr_closures.path_closure`.
+The result is the one of the pairs evaluated in order with `Expr.search`, the fields
+that come out null left out, and with `exact=True` numeric id fields turned into exact
+text (`values.exact_ids`); tests/test_mapping_extraction.py checks it against that
+definition on every shipped route and on generated data. A lookup is `.get` on the
+value, None when the value has none (not an object), as for the closures of
+`expr_closures.path_closure`.
 
 The generated source holds no text from the mapping file: keys and field names enter it
 as `repr()` string literals, expressions as names bound in the function's namespace.
@@ -19,7 +20,7 @@ as `repr()` string literals, expressions as names bound in the function's namesp
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from gateway.mapping.expressions import Expr
@@ -44,12 +45,6 @@ class Extraction:
         if run is None:
             run = self._run = generate(self.pairs, self.exact)
         return run(data)
-
-    def __iter__(self) -> Iterator[tuple[str, Expr]]:
-        return iter(self.pairs)
-
-    def __len__(self) -> int:
-        return len(self.pairs)
 
     def __repr__(self) -> str:
         return f"Extraction({[name for name, _ in self.pairs]!r}, exact={self.exact})"
