@@ -111,14 +111,19 @@ def _same(expr: Expr, data: Any) -> None:
     assert _outcome(run, data) == expected, (expr.source, data)
 
 
-def _subvalues(value: Any) -> Iterator[Any]:
+def subvalues(value: Any) -> Iterator[Any]:
     yield value
     if isinstance(value, dict):
         for child in value.values():
-            yield from _subvalues(child)
+            yield from subvalues(child)
     elif isinstance(value, list):
         for child in value:
-            yield from _subvalues(child)
+            yield from subvalues(child)
+
+
+def clocked(expr: Expr) -> bool:
+    """The expression reads the clock (`now...()`): it moves between two evaluations."""
+    return any(f.startswith("now") for f in expr.functions)
 
 
 def _expressions_of(path: Path) -> tuple[list[Expr], list[Any]]:
@@ -127,11 +132,9 @@ def _expressions_of(path: Path) -> tuple[list[Expr], list[Any]]:
     exprs = [
         o
         for o in gc.get_objects()
-        if isinstance(o, Expr)
-        and id(o) not in before
-        and not any(f.startswith("now") for f in o.functions)  # the clock moves between runs
+        if isinstance(o, Expr) and id(o) not in before and not clocked(o)
     ]
-    inputs = [t for test in mapping.tests for t in _subvalues(dict(test))]
+    inputs = [t for test in mapping.tests for t in subvalues(dict(test))]
     return exprs, inputs
 
 
@@ -144,17 +147,24 @@ def test_every_shipped_expression_agrees_with_the_interpreter(path: Path) -> Non
             _same(expr, data)
 
 
-_json = st.recursive(
+def json_data(scalars: st.SearchStrategy[Any], max_list: int = 4) -> st.SearchStrategy[Any]:
+    """JSON made of `scalars`, lists and objects keyed a-d (the keys the tests' paths use)."""
+    return st.recursive(
+        scalars,
+        lambda inner: (
+            st.lists(inner, max_size=max_list)
+            | st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), inner, max_size=4)
+        ),
+        max_leaves=25,
+    )
+
+
+_json = json_data(
     st.none()
     | st.booleans()
     | st.integers(-2, 3)
     | st.floats(allow_nan=False, allow_infinity=False, width=16)
-    | st.sampled_from(["", "x", "ax", "d"]),
-    lambda inner: (
-        st.lists(inner, max_size=4)
-        | st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), inner, max_size=4)
-    ),
-    max_leaves=25,
+    | st.sampled_from(["", "x", "ax", "d"])
 )
 
 
