@@ -1,7 +1,7 @@
 """A route's generated extraction computes what its pairs compute one by one.
 
 The reference is the definition: each pair's `Expr.search` in order, null fields left
-out, numeric id fields made text by `values.exact_ids` when asked. It runs on every
+out, the numbers of id fields made exact text when asked. It runs on every
 route of the shipped mappings over every object and array of their own test inputs,
 and on generated JSON for pairs that share prefixes, nest a leaf under another, mix
 in expressions that are not plain paths, and hold keys no Python name could.
@@ -21,8 +21,15 @@ from hypothesis import strategies as st
 from gateway.mapping import load_mapping
 from gateway.mapping.expressions import Expr, compile_expr
 from gateway.mapping.extraction import Extraction
-from gateway.mapping.values import exact_ids
+from gateway.mapping.values import NUMBERS, is_id_field, to_str
 from tests.test_mapping_expr_closures import MAPPING_FILES, clocked, json_data, subvalues
+
+
+def _exact_ids(fields: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: to_str(v) if isinstance(v, NUMBERS) and not isinstance(v, bool) and is_id_field(k) else v
+        for k, v in fields.items()
+    }
 
 
 def _reference(pairs: tuple[tuple[str, Expr], ...], data: Any, exact: bool) -> Any:
@@ -30,7 +37,7 @@ def _reference(pairs: tuple[tuple[str, Expr], ...], data: Any, exact: bool) -> A
         fields = {n: v for n, e in pairs if (v := e.search(data)) is not None}
     except Exception as exc:
         return "error", type(exc).__name__, str(exc)
-    return "value", exact_ids(fields) if exact else fields
+    return "value", _exact_ids(fields) if exact else fields
 
 
 def _generated(pairs: tuple[tuple[str, Expr], ...], data: Any, exact: bool) -> Any:

@@ -8,8 +8,9 @@ variable, and the fields are assigned in the order they are written. An expressi
 is not a plain path is called as it is (`Expr.search`, which raises ExpressionError).
 
 The result is the one of the pairs evaluated in order with `Expr.search`, the fields
-that come out null left out, and with `exact=True` numeric id fields turned into exact
-text (`values.exact_ids`); tests/test_mapping_extraction.py checks it against that
+that come out null left out, and with `exact=True` the numbers (not booleans) of id
+fields (`values.is_id_field`) turned into exact text (`values.to_str`: CXone and most
+APIs take ids as strings); tests/test_mapping_extraction.py checks it against that
 definition on every shipped route and on generated data. A lookup is `.get` on the
 value, None when the value has none (not an object), as for the closures of
 `expr_closures.path_closure`.
@@ -81,7 +82,7 @@ def generate(pairs: Pairs, exact: bool) -> Callable[[Any], dict[str, Any]]:
             namespace[f"search{index}"] = expr.search
             lines.append(f"    value = search{index}(data)")
         lines.append(f"    if {value} is not None:")
-        if exact and is_id_field(field):  # as values.exact_ids
+        if exact and is_id_field(field):
             lines.append(
                 f"        fields[{field!r}] = to_str({value}) if isinstance({value}, NUMBERS)"
                 f" and not isinstance({value}, bool) else {value}"

@@ -49,7 +49,7 @@ class InboundRoute:
 
     @cached_property
     def fields(self) -> Extraction:
-        """`extract` as one generated function, numeric ids as text (`exact_ids`)."""
+        """`extract` as one generated function, numeric id fields as exact text."""
         return Extraction(self.extract, exact=True)
 
     @property

@@ -14,16 +14,18 @@ import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from gateway import jsonutil
 from gateway.errors import MappingRuntimeError, UpstreamError, UpstreamUnavailable
 from gateway.mapping.expressions import Expr, ExpressionError, compile_or_report, optional_expr
+from gateway.mapping.extraction import Extraction
 from gateway.mapping.loader import Problems
 from gateway.mapping.model import InboundIO, LookupOutcome, PlatformResponse, PlatformSpec
 from gateway.mapping.request import RequestTemplate, compile_request
 from gateway.mapping.templates import OMIT, Node, RenderError, compile_template, render_text
-from gateway.mapping.values import escape_pointer, exact_ids
+from gateway.mapping.values import escape_pointer
 
 # Fields the queue needs at intake, before any lookup has run.
 INTAKE_FIELDS = frozenset({"thread_id", "message_id"})
@@ -51,6 +53,11 @@ class Lookup:
     def fields(self) -> tuple[str, ...]:
         """The fields this lookup gives."""
         return tuple(name for name, _ in self.result)
+
+    @cached_property
+    def results(self) -> Extraction:
+        """`result` as one generated function, numeric id fields as exact text."""
+        return Extraction(self.result, exact=True)
 
 
 def compile_lookups(
@@ -174,9 +181,7 @@ async def _attempt(
         if lookup.success is not None and not lookup.success.test(scope):
             retry = lookup.retryable is not None and lookup.retryable.test(scope)
             return f"the platform's answer is a failure{_error(lookup, response)}", retry, {}
-        found = exact_ids(
-            {n: v for n, e in lookup.result if (v := e.search(response.body)) is not None}
-        )
+        found = lookup.results(response.body)
     except ExpressionError as exc:
         return str(exc), False, {}
     return None, False, found

@@ -68,7 +68,7 @@ class OutboundRoute:
 
     @cached_property
     def results(self) -> Extraction:
-        """`result` as one generated function, numeric ids as text (`exact_ids`)."""
+        """`result` as one generated function, numeric id fields as exact text."""
         return Extraction(self.result, exact=True)
 
 

@@ -13,11 +13,13 @@ import fnmatch
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from gateway.errors import MappingRuntimeError, UnprocessableEntity, UpstreamRejected
 from gateway.mapping.expressions import Expr, ExpressionError, compile_or_report, optional_expr
+from gateway.mapping.extraction import Extraction
 from gateway.mapping.loader import Problems
 from gateway.mapping.model import (
     AttachmentLimits,
@@ -29,7 +31,7 @@ from gateway.mapping.model import (
 )
 from gateway.mapping.request import RequestTemplate, compile_request
 from gateway.mapping.templates import OMIT, Node, RenderError, compile_template, render_text
-from gateway.mapping.values import exact_ids, to_str
+from gateway.mapping.values import to_str
 
 UploadFormat = Literal["multipart", "raw"]
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
@@ -50,6 +52,11 @@ class UploadSpec:
     success: Expr | None
     max_bytes: int | None
     timeout: float
+
+    @cached_property
+    def results(self) -> Extraction:
+        """`result` as one generated function, numeric id fields as exact text."""
+        return Extraction(self.result, exact=True)
 
     def render(
         self,
@@ -164,10 +171,10 @@ async def upload_all(
                 raise UpstreamRejected(
                     mapping, f"the platform refused the upload of attachment {index + 1}"
                 )
-            results = {n: v for n, e in spec.result if (v := e.search(response.body)) is not None}
+            results = spec.results(response.body)
         except ExpressionError as exc:
             raise MappingRuntimeError(mapping, route, f"upload: {exc}") from None
-        uploads.append({**described, **exact_ids(results)})
+        uploads.append({**described, **results})
     return uploads
 
 

@@ -181,19 +181,6 @@ def is_id_field(name: str) -> bool:
     return name in ("id", "reply_to") or name.endswith("_id")
 
 
-def exact_ids(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """Turn numeric id fields into exact text (CXone and most APIs take ids as strings)."""
-    return {
-        k: (
-            to_str(v)
-            # the type first: most values are text, and the name check is a Python call
-            if isinstance(v, NUMBERS) and not isinstance(v, bool) and is_id_field(k)
-            else v
-        )
-        for k, v in fields.items()
-    }
-
-
 @cache
 def _mime_table() -> mimetypes.MimeTypes:
     # An instance knows Python's built-in table only (plus nothing read from files), so
