@@ -61,6 +61,8 @@ def _route_pairs(path: Path) -> tuple[list[tuple[tuple[str, Expr], ...]], list[A
     parts = mapping._parts
     pairs = [r.extract for r in parts.inbound.routes]
     pairs += [r.extract for r in parts.outbound.routes] + [r.result for r in parts.outbound.routes]
+    pairs += [lookup.result for r in parts.inbound.routes for lookup in r.lookups]
+    pairs += [r.upload.result for r in parts.outbound.routes if r.upload is not None]
     pairs.append(parts.outbound.base_extract)
     inputs = [t for test in mapping.tests for t in subvalues(dict(test))]
     return [p for p in pairs if p and not any(clocked(e) for _, e in p)], inputs
