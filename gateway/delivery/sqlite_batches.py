@@ -21,8 +21,8 @@ Everything that can block goes to the store's own thread and its own connection:
   normal priority the copy took the core from the event loop a scheduler slice at a
   time (replies' p99 at 1,780/s, medians of twelve 5-s phases: 6.4 ms, at nice 19 4.7).
   It holds no lock the loop waits for, so it may wait for idle time; on a saturated
-  core it still gets the small share the scheduler gives nice 19 (a minute of closed-
-  loop intake: the WAL peaked at 106 MB before a RESTART, 85 MB at normal priority).
+  core it still gets the small share the scheduler gives nice 19 (closed-loop intake:
+  the WAL peaked at 106 MB in a minute, 104 MB in three, 85 MB at normal priority).
   A PASSIVE checkpoint alone never lets the WAL start over under steady writes (the
   frames committed while it copies are always left; the WAL reached 9 GB in a
   ten-minute soak). So once the WAL holds `WAL_RESTART_FRAMES` frames, a RESTART
