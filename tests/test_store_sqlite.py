@@ -361,6 +361,62 @@ async def test_a_key_read_that_finds_the_file_busy_takes_its_turn(tmp_path: Path
         assert where == [True]  # the batch ran it
 
 
+async def _one_leased_job(store: SqliteStore) -> Any:
+    await store.enqueue([NewJob("t", b"p", None)], 60)
+    (job,) = await store.claim("w", 1, 30)
+    return job
+
+
+async def test_a_completion_joins_the_next_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delivered job's completion rides in the transaction of what comes next.
+
+    (At moderate load each completion was a transaction of its own, the largest part of
+    the SQLite store's cost per message there.)
+    """
+    monkeypatch.setattr(sqlite_batches, "SOON_S", 3600.0)  # it waits for company alone
+    async with SqliteStore(tmp_path / "g.db", clock=FakeClock()) as store:
+        job = await _one_leased_job(store)
+        sizes = _batches(store)
+        completing = asyncio.ensure_future(store.complete(job, "w"))
+        for _ in range(3):  # turns of the loop in which an immediate write would have run
+            await asyncio.sleep(0)
+        assert sizes == [] and not completing.done()
+        await store.kv_set("n", "k", b"v", None)
+        assert await completing is True
+        assert sizes == [2]  # one transaction for both
+        assert await store.depth() == 0
+
+
+async def test_a_completion_alone_runs_soon_and_reads_see_it(tmp_path: Path) -> None:
+    async with SqliteStore(tmp_path / "g.db", clock=FakeClock()) as store:
+        job = await _one_leased_job(store)
+        sizes = _batches(store)
+        assert await store.complete(job, "w") is True  # nothing came: it ran by itself
+        assert sizes == [1]
+        job = await _one_leased_job(store)
+        sizes.clear()
+        # a read submitted while the completion waits takes its turn after it
+        done, depth = await asyncio.gather(store.complete(job, "w"), store.depth())
+        assert (done, depth) == (True, 0)
+        assert sizes == [2]
+
+
+async def test_close_runs_a_completion_waiting_for_company(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    store = SqliteStore(path, clock=FakeClock())
+    await store.open()
+    job = await _one_leased_job(store)
+    completing = asyncio.ensure_future(store.complete(job, "w"))
+    await asyncio.sleep(0)  # one turn of the loop: the completion is queued, not yet run
+    assert not completing.done()
+    await store.close()
+    assert completing.result() is True
+    async with SqliteStore(path, clock=FakeClock()) as again:
+        assert await again.depth() == 0
+
+
 def _wal_frames(path: Path) -> int:
     probe = sqlite3.connect(path)
     try:  # (busy, frames in the WAL, frames checkpointed)

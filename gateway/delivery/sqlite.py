@@ -202,7 +202,9 @@ class SqliteStore(Store):
         return True, self._release_thread(conn, job, now)
 
     async def complete(self, job: Job, owner: str) -> bool:
-        done, more = await self._write(
+        # CXone has the message: the completion joins the next batch (SOON_S at most)
+        self._check_open()
+        done, more = await self._db.submit_soon(
             "complete", lambda c: self._complete(c, job, owner, self._clock())
         )
         if more:

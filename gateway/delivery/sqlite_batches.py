@@ -60,6 +60,7 @@ BUSY_TIMEOUT_MS = 10_000  # how long the store's thread waits for another writer
 CHECKPOINT_EVERY = 250  # inline commits between two WAL checkpoints on the thread
 WAL_RESTART_FRAMES = 16_384  # the WAL starts over past this many frames (64 MB of 4 KB pages)
 BACKGROUND_NICE = 19  # the PASSIVE checkpoints' thread: CPU the event loop leaves idle
+SOON_S = 0.002  # how long a write submitted with `submit_soon` waits for company
 
 
 class GroupCommit:
@@ -74,6 +75,7 @@ class GroupCommit:
         self._background: ThreadPoolExecutor | None = None
         self._pending: list[_Op] = []
         self._scheduled = False  # an inline run is scheduled with call_soon
+        self._soon: asyncio.TimerHandle | None = None  # the run `submit_soon` waits for
         self._on_thread: asyncio.Task[None] | None = None  # batches waiting for the lock
         self._checkpoint: asyncio.Task[None] | None = None
         self._commits = 0
@@ -166,6 +168,28 @@ class GroupCommit:
             loop.call_soon(self._run_inline)
         return await future
 
+    async def submit_soon(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Queue the write `fn(conn)` to join the next batch, run within `SOON_S` at most.
+
+        For a write no request waits for (a delivered job's completion): any operation
+        submitted meanwhile takes it along in its own transaction, so at moderate load,
+        where a batch rarely has company, it costs no commit of its own. Until it runs,
+        reads queue behind it (`read_now` sees it pending) and see its writes.
+        """
+        loop = self._loop
+        if loop is None:
+            raise StoreError(f"sqlite store {self.path}: not open")
+        future: asyncio.Future[T] = loop.create_future()
+        self._pending.append(_Op(what, fn, True, future))
+        if not self._scheduled and self._on_thread is None and self._soon is None:
+            self._soon = loop.call_later(SOON_S, self._run_soon)
+        return await future
+
+    def _run_soon(self) -> None:
+        self._soon = None
+        if not self._scheduled:  # else the run already scheduled takes what is pending
+            self._run_inline()
+
     def read_now(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> tuple[bool, T | None]:
         """Run the read `fn(conn)` at once, when no operation is queued before it.
 
@@ -189,6 +213,9 @@ class GroupCommit:
         self._scheduled = False
         if self._on_thread is not None or not self._pending:
             return  # the thread's batches take the pending ones in turn
+        if self._soon is not None:  # this run takes the writes waiting for company
+            self._soon.cancel()
+            self._soon = None
         ops, self._pending = self._pending, []
         outcomes = self._execute(self._inline, ops, inline=True)
         if outcomes is None:  # busy: wait for the lock on the thread, keeping the order
