@@ -7,7 +7,9 @@ event loop form a batch: the reads run as they are, the writes share one
 a connection that never waits (`busy_timeout = 0`) and never checkpoints: a commit in
 WAL mode with `synchronous = NORMAL` is a few write(2) calls into the page cache, tens
 of microseconds, far less than handing the batch to a thread and back (measured
-120-250 µs of CPU, most of a store operation's cost).
+120-250 µs of CPU, most of a store operation's cost). A write no request waits for (a
+delivered job's completion, `submit_soon`) waits up to `SOON_S` for company instead of
+making a transaction of its own.
 
 Everything that can block goes to the store's own thread and its own connection:
 - a batch that finds the write lock taken (another store or process on the file) runs
