@@ -68,10 +68,15 @@ class SqliteStore(Store):
         self._check_open()
         return await self._db.submit(what, fn, write=False)
 
-    async def _write(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn(conn)` atomically: committed when this returns, rolled back on error."""
+    async def _write(
+        self, what: str, fn: Callable[[sqlite3.Connection], T], soon: bool = False
+    ) -> T:
+        """Run `fn(conn)` atomically: committed when this returns, rolled back on error.
+
+        `soon`: it may wait a moment for company in its transaction (`GroupCommit.submit`).
+        """
         self._check_open()
-        return await self._db.submit(what, fn, write=True)
+        return await self._db.submit(what, fn, write=True, soon=soon)
 
     async def open(self) -> None:
         if self._opened:
@@ -203,9 +208,8 @@ class SqliteStore(Store):
 
     async def complete(self, job: Job, owner: str) -> bool:
         # CXone has the message: the completion joins the next batch (SOON_S at most)
-        self._check_open()
-        done, more = await self._db.submit_soon(
-            "complete", lambda c: self._complete(c, job, owner, self._clock())
+        done, more = await self._write(
+            "complete", lambda c: self._complete(c, job, owner, self._clock()), soon=True
         )
         if more:
             self.notify_work()

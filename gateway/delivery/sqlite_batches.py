@@ -8,7 +8,7 @@ a connection that never waits (`busy_timeout = 0`) and never checkpoints: a comm
 WAL mode with `synchronous = NORMAL` is a few write(2) calls into the page cache, tens
 of microseconds, far less than handing the batch to a thread and back (measured
 120-250 µs of CPU, most of a store operation's cost). A write no request waits for (a
-delivered job's completion, `submit_soon`) waits up to `SOON_S` for company instead of
+delivered job's completion, `submit(soon=True)`) waits up to `SOON_S` for company instead of
 making a transaction of its own.
 
 Everything that can block goes to the store's own thread and its own connection:
@@ -62,7 +62,7 @@ BUSY_TIMEOUT_MS = 10_000  # how long the store's thread waits for another writer
 CHECKPOINT_EVERY = 250  # inline commits between two WAL checkpoints on the thread
 WAL_RESTART_FRAMES = 16_384  # the WAL starts over past this many frames (64 MB of 4 KB pages)
 BACKGROUND_NICE = 19  # the PASSIVE checkpoints' thread: CPU the event loop leaves idle
-SOON_S = 0.002  # how long a write submitted with `submit_soon` waits for company
+SOON_S = 0.002  # how long a write submitted `soon` waits for company
 
 
 class GroupCommit:
@@ -77,7 +77,7 @@ class GroupCommit:
         self._background: ThreadPoolExecutor | None = None
         self._pending: list[_Op] = []
         self._scheduled = False  # an inline run is scheduled with call_soon
-        self._soon: asyncio.TimerHandle | None = None  # the run `submit_soon` waits for
+        self._soon: asyncio.TimerHandle | None = None  # the run `soon` writes wait for
         self._on_thread: asyncio.Task[None] | None = None  # batches waiting for the lock
         self._checkpoint: asyncio.Task[None] | None = None
         self._commits = 0
@@ -154,11 +154,19 @@ class GroupCommit:
 
     # -- submitting ------------------------------------------------------------------
 
-    async def submit(self, what: str, fn: Callable[[sqlite3.Connection], T], write: bool) -> T:
+    async def submit(
+        self, what: str, fn: Callable[[sqlite3.Connection], T], write: bool, soon: bool = False
+    ) -> T:
         """Queue `fn(conn)` for the next batch and wait for its outcome.
 
         A write is committed when this returns and rolled back when it raises; sqlite
         errors come back as StoreError naming the file and `what`.
+
+        `soon`: for a write no request waits for (a delivered job's completion), the
+        batch is not started for it: any operation submitted meanwhile takes it along in
+        its own transaction, and it runs by itself after `SOON_S` at most. At moderate
+        load, where a batch rarely has company, it so costs no commit of its own. Until
+        it runs, reads queue behind it (`read_now` sees it pending) and see its writes.
         """
         loop = self._loop
         if loop is None:
@@ -166,25 +174,11 @@ class GroupCommit:
         future: asyncio.Future[T] = loop.create_future()
         self._pending.append(_Op(what, fn, write, future))
         if not self._scheduled and self._on_thread is None:
-            self._scheduled = True
-            loop.call_soon(self._run_inline)
-        return await future
-
-    async def submit_soon(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Queue the write `fn(conn)` to join the next batch, run within `SOON_S` at most.
-
-        For a write no request waits for (a delivered job's completion): any operation
-        submitted meanwhile takes it along in its own transaction, so at moderate load,
-        where a batch rarely has company, it costs no commit of its own. Until it runs,
-        reads queue behind it (`read_now` sees it pending) and see its writes.
-        """
-        loop = self._loop
-        if loop is None:
-            raise StoreError(f"sqlite store {self.path}: not open")
-        future: asyncio.Future[T] = loop.create_future()
-        self._pending.append(_Op(what, fn, True, future))
-        if not self._scheduled and self._on_thread is None and self._soon is None:
-            self._soon = loop.call_later(SOON_S, self._run_soon)
+            if not soon:
+                self._scheduled = True
+                loop.call_soon(self._run_inline)
+            elif self._soon is None:
+                self._soon = loop.call_later(SOON_S, self._run_soon)
         return await future
 
     def _run_soon(self) -> None:
