@@ -250,6 +250,42 @@ def gateway_command(config: Path, loop: str | None = None) -> list[str]:
     return cmd
 
 
+def system_command(
+    kind: str,
+    directory: Path,
+    *,
+    platform_port: int,
+    cxone_port: int,
+    loop: str,
+    store: str = "sqlite",
+    workers: int = 64,
+    log_level: str = "WARNING",
+) -> list[str]:
+    """The command starting a system under test: the bridge, or a gateway whose
+    gateway.yaml is written into `directory` (its store, workers and log level)."""
+    if kind == "bridge":
+        return [
+            sys.executable,
+            "-m",
+            "bench.bridge",
+            "--platform-port",
+            str(platform_port),
+            "--cxone-port",
+            str(cxone_port),
+            "--loop",
+            loop,
+        ]
+    config = write_gateway_yaml(
+        directory,
+        platform_port=platform_port,
+        cxone_port=cxone_port,
+        backend=store,
+        workers=workers,
+        log_level=log_level,
+    )
+    return gateway_command(config, loop)
+
+
 _HAS_LOOP: bool | None = None
 
 

@@ -37,43 +37,17 @@ from bench.common import (
     children,
     collect_arrivals,
     cpu_sets,
-    gateway_command,
     pin,
     start,
     start_sinks,
+    system_command,
     wait_http,
-    write_gateway_yaml,
 )
 from bench.run import PATHS
 from tests.ports import free_port
 
 SUT_CPUS, LOAD_CPUS = cpu_sets(True)  # as bench.run pins them
 _TOTAL = re.compile(rb"^(?:summary|totals):\s+(\d+)", re.M)
-
-
-def _command(system: str, directory: Path, platform_port: int, cxone_port: int) -> list[str]:
-    if system == "bridge":
-        return [
-            sys.executable,
-            "-m",
-            "bench.bridge",
-            "--platform-port",
-            str(platform_port),
-            "--cxone-port",
-            str(cxone_port),
-            "--loop",
-            "auto",
-        ]
-    store = system.split("-", 1)[1] if "-" in system else "sqlite"
-    config = write_gateway_yaml(
-        directory / "gateway",
-        platform_port=platform_port,
-        cxone_port=cxone_port,
-        backend=store,
-        workers=64,
-        log_level="WARNING",
-    )
-    return gateway_command(config, "auto")
 
 
 class Run:
@@ -113,7 +87,15 @@ class Run:
             started.append(sinks.child)
             self.sinks_url = sinks.cxone_url
             pp, cp = free_port(), free_port()
-            cmd = _command(args.system, self.out, pp, cp)
+            kind, _, store = args.system.partition("-")
+            cmd = system_command(
+                kind,
+                self.out / "gateway",
+                platform_port=pp,
+                cxone_port=cp,
+                loop="auto",
+                store=store or "sqlite",
+            )
             cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={counts}", *cmd]
             env = bench_env(sinks.platform_api, sinks.cxone_url)
             child = start("system", cmd, self.out, env=env, cpus=SUT_CPUS)

@@ -42,7 +42,6 @@ from bench.common import (
     cpu_seconds,
     cpu_sets,
     exit_on_sigterm,
-    gateway_command,
     machine,
     median,
     memory,
@@ -50,9 +49,9 @@ from bench.common import (
     settle,
     start,
     start_sinks,
+    system_command,
     wait_http,
     wait_quiet,
-    write_gateway_yaml,
 )
 from tests.ports import free_port
 
@@ -108,21 +107,19 @@ class Bench:
         pp, cp = free_port(), free_port()
         env = bench_env(self.platform_api, self.sinks_url)
         name = f"{system.name}-rep{rep}"
-        if system.kind == "bridge":
-            cmd = [sys.executable, "-m", "bench.bridge", "--platform-port", str(pp)]
-            cmd += ["--cxone-port", str(cp), "--loop", self.args.loop]
-        else:
-            directory = self.out / name
+        directory = self.out / name
+        if system.kind != "bridge":
             shutil.rmtree(directory, ignore_errors=True)
-            config = write_gateway_yaml(
-                directory,
-                platform_port=pp,
-                cxone_port=cp,
-                backend=system.store,
-                workers=system.workers,
-                log_level=system.log_level,
-            )
-            cmd = gateway_command(config, self.args.loop)
+        cmd = system_command(
+            system.kind,
+            directory,
+            platform_port=pp,
+            cxone_port=cp,
+            loop=self.args.loop,
+            store=system.store,
+            workers=system.workers,
+            log_level=system.log_level,
+        )
         child = start(name, cmd, self.out, env=env, cpus=self.sut_cpus)
         started.append(child)
         system.child = child
