@@ -83,6 +83,25 @@ async def test_a_retried_reply_posts_once(world: World) -> None:
     assert texts.count("only once please") == 1
 
 
+async def test_a_repeat_whose_answer_record_was_lost_still_posts_once(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer record is written without waiting (`kv_set_later`); lost (a crash at
+    that moment), the repeat sends again under the first Idempotency-Key, and the
+    platform answers with the message it already made."""
+    conv, msg = await world.dm("usr_hippo", "hi")
+    await world.delivered(CHAT_CHANNEL, msg)
+    monkeypatch.setattr(world.gateway.store, "kv_set_later", lambda *args: None)
+    first = await world.cxone.agent_reply(CHAT_CHANNEL, conv, "once, even so")
+    again = await world.cxone.agent_reply(CHAT_CHANNEL, conv, "once, even so")
+    assert first.status == again.status == 200
+    posts = [c for c in world.wh.api_calls if c.path.endswith("/messages") and c.method == "POST"]
+    assert first.body == again.body
+    assert len(posts) == 2 and len({c.headers.get("Idempotency-Key") for c in posts}) == 1
+    texts = [m.text for m in world.wh.world.conversations[conv].messages]
+    assert texts.count("once, even so") == 1
+
+
 async def test_reply_retried_after_a_platform_hiccup_keeps_its_idempotency_key(
     world: World,
 ) -> None:

@@ -445,6 +445,20 @@ async def test_kv_ttl_add_delete_and_namespaces(store: Store, clock: FakeClock) 
     assert await store.kv_get("ns2", "k") == b"other"
 
 
+async def test_kv_set_later_is_read_back_and_finished_by_close(
+    make_store: MakeStore, backend: str
+) -> None:
+    store = await make_store()
+    store.kv_set_later("ns", "k", b"v", 60)  # not awaited: the next read still sees it
+    assert await store.kv_get("ns", "k") == b"v"
+    store.kv_set_later("ns", "last", b"w", None)
+    await store.close()  # finishes it
+    with pytest.raises(StoreError):
+        store.kv_set_later("ns", "k", b"v", 60)
+    if backend != "memory":  # another instance on the same file / Redis
+        assert await (await make_store()).kv_get("ns", "last") == b"w"
+
+
 async def test_enqueue_and_claim_leases_the_heads_of_idle_threads(
     make_store: MakeStore, backend: str, clock: FakeClock
 ) -> None:

@@ -403,6 +403,41 @@ async def test_a_completion_alone_runs_soon_and_reads_see_it(tmp_path: Path) -> 
         assert sizes == [2]
 
 
+async def test_a_write_made_without_waiting_joins_the_next_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reply's answer record (`kv_set_later`) costs no commit of its own either."""
+    monkeypatch.setattr(sqlite_batches, "SOON_S", 3600.0)
+    async with SqliteStore(tmp_path / "g.db", clock=FakeClock()) as store:
+        sizes = _batches(store)
+        store.kv_set_later("n", "answer", b"a", 60)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert sizes == []
+        assert await store.kv_add("n", "key", b"k", 60) is True
+        assert sizes == [2]
+        assert await store.kv_get("n", "answer") == b"a"
+
+
+async def test_a_failed_write_made_without_waiting_is_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with SqliteStore(tmp_path / "g.db", clock=FakeClock()) as store:
+
+        def broken(ns: str, key: str, value: bytes, ttl: float | None) -> Any:
+            def tx(conn: sqlite3.Connection) -> None:
+                conn.execute("INSERT INTO no_such_table VALUES (1)")
+
+            return tx
+
+        store._kv_setter = broken  # type: ignore[method-assign]
+        store.kv_set_later("n", "k", b"v", 60)
+        await store._finish_later()
+        assert "a write made without waiting failed" in caplog.text
+        assert "kv_set failed" in caplog.text
+        await store.kv_add("n", "other", b"v", 60)  # the store goes on
+
+
 async def test_close_runs_a_completion_waiting_for_company(tmp_path: Path) -> None:
     path = tmp_path / "g.db"
     store = SqliteStore(path, clock=FakeClock())

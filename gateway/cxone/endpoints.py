@@ -324,7 +324,9 @@ async def _reply(
         )
         raise
     if window:
-        await gw.store.kv_set(REPLY_NS, fingerprint, jsonutil.dumps(result), window)
+        # not waited for: if it is lost, a repeat finds the key alone and sends again
+        # under the same Idempotency-Key (above); with SQLite it joins the next commit
+        gw.store.kv_set_later(REPLY_NS, fingerprint, jsonutil.dumps(result), window)
     thread_id = plan.fields.get("thread_id")
     if isinstance(thread_id, str):
         await threads.remember_channel(gw.store, mapping.name, thread_id, channel_id)

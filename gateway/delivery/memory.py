@@ -239,16 +239,22 @@ class MemoryStore(Store):
         self._check_open()
         return self._live(ns, key)
 
-    async def kv_set(self, ns: str, key: str, value: bytes, ttl: float | None) -> None:
+    def _set(self, ns: str, key: str, value: bytes, ttl: float | None) -> None:
         self._check_open()
         expires = None if ttl is None else self._clock() + ttl
         self._kv[(ns, key)] = (bytes(value), expires)
+
+    async def kv_set(self, ns: str, key: str, value: bytes, ttl: float | None) -> None:
+        self._set(ns, key, value, ttl)
+
+    def kv_set_later(self, ns: str, key: str, value: bytes, ttl: float | None) -> None:
+        self._set(ns, key, value, ttl)  # nothing to wait for: set at once
 
     async def kv_add(self, ns: str, key: str, value: bytes, ttl: float | None) -> bool:
         self._check_open()
         if self._live(ns, key) is not None:
             return False
-        await self.kv_set(ns, key, value, ttl)
+        self._set(ns, key, value, ttl)
         return True
 
     async def kv_delete(self, ns: str, key: str) -> None:

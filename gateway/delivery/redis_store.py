@@ -131,6 +131,7 @@ class RedisStore(Store):
     async def close(self) -> None:
         if not self._opened:
             return
+        await self._finish_later()
         client, self._redis = self._redis, None
         self._opened = False
         if client is not None:
@@ -236,6 +237,8 @@ class RedisStore(Store):
         return f"{self.base}kv:{len(ns)}:{ns}:{key}"
 
     async def kv_get(self, ns: str, key: str) -> bytes | None:
+        if self._later:  # a read sees what kv_set_later wrote before it (another connection)
+            await self._finish_later()
         raw = await self._do(
             "kv_get", cast(Awaitable[bytes | None], self._r.get(self._kv_key(ns, key)))
         )

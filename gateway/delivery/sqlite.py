@@ -321,6 +321,11 @@ class SqliteStore(Store):
         return None if row is None else bytes(row[0])
 
     async def kv_set(self, ns: str, key: str, value: bytes, ttl: float | None) -> None:
+        await self._write("kv_set", self._kv_setter(ns, key, value, ttl))
+
+    def _kv_setter(
+        self, ns: str, key: str, value: bytes, ttl: float | None
+    ) -> Callable[[sqlite3.Connection], None]:
         def tx(conn: sqlite3.Connection) -> None:
             expires = None if ttl is None else self._clock() + ttl
             conn.execute(
@@ -328,7 +333,14 @@ class SqliteStore(Store):
                 (ns, key, value, expires),
             )
 
-        await self._write("kv_set", tx)
+        return tx
+
+    def kv_set_later(self, ns: str, key: str, value: bytes, ttl: float | None) -> None:
+        # no task: the write waits in the batch queue for company (SOON_S at most)
+        self._check_open()
+        self._track_later(
+            self._db.queue("kv_set", self._kv_setter(ns, key, value, ttl), True, True)
+        )
 
     async def kv_add(self, ns: str, key: str, value: bytes, ttl: float | None) -> bool:
         def tx(conn: sqlite3.Connection) -> bool:

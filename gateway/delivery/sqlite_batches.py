@@ -168,6 +168,12 @@ class GroupCommit:
         load, where a batch rarely has company, it so costs no commit of its own. Until
         it runs, reads queue behind it (`read_now` sees it pending) and see its writes.
         """
+        return await self.queue(what, fn, write, soon)
+
+    def queue(
+        self, what: str, fn: Callable[[sqlite3.Connection], T], write: bool, soon: bool = False
+    ) -> asyncio.Future[T]:
+        """`submit` without waiting: the future of the outcome (for writes nobody awaits)."""
         loop = self._loop
         if loop is None:
             raise StoreError(f"sqlite store {self.path}: not open")
@@ -179,7 +185,7 @@ class GroupCommit:
                 loop.call_soon(self._run_inline)
             elif self._soon is None:
                 self._soon = loop.call_later(SOON_S, self._run_soon)
-        return await future
+        return future
 
     def _run_soon(self) -> None:
         self._soon = None

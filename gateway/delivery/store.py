@@ -100,6 +100,7 @@ class Store(abc.ABC):
         self._released = asyncio.Event()
         self._opened = False
         self._refreshed: dict[tuple[str, str], tuple[bytes, float]] = {}  # kv_refresh
+        self._later: set[asyncio.Future[Any]] = set()  # kv_set_later writes still running
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -239,6 +240,31 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def kv_delete(self, ns: str, key: str) -> None:
         """Delete a value (absent is fine)."""
+
+    def kv_set_later(self, ns: str, key: str, value: bytes, ttl: float | None) -> None:
+        """`kv_set` without waiting for it, for a record whose loss costs a repeat only.
+
+        A reply's answer, kept for CXone's repeats of that reply: the response does not
+        wait for its write, and SQLite adds it to the next transaction instead of
+        committing it alone (`SqliteStore`). Reads issued after this see the value. A
+        failed write is logged; `close` finishes the writes still running.
+        """
+        self._check_open()
+        self._track_later(asyncio.ensure_future(self.kv_set(ns, key, value, ttl)))
+
+    def _track_later(self, write: asyncio.Future[Any]) -> None:
+        self._later.add(write)
+        write.add_done_callback(self._later_done)
+
+    def _later_done(self, write: asyncio.Future[Any]) -> None:
+        self._later.discard(write)
+        if not write.cancelled() and (exc := write.exception()) is not None:
+            log.warning("a write made without waiting failed: %s", exc)
+
+    async def _finish_later(self) -> None:
+        """Wait for the `kv_set_later` writes still running (a backend's `close`)."""
+        while self._later:
+            await asyncio.gather(*self._later, return_exceptions=True)
 
     async def kv_refresh(
         self, ns: str, key: str, value: bytes, ttl: float, every: float | None = None
