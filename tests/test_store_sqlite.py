@@ -339,6 +339,26 @@ async def test_a_key_read_waits_for_the_writes_queued_before_it(tmp_path: Path) 
         assert sizes == [2]  # the write and the read, one batch
 
 
+async def test_a_key_read_does_not_wait_for_writes_of_other_things(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A completion waiting for company, or a write of another namespace, leaves a key
+    read to run at once; the completion still waits for the next enqueue (the alias read
+    of every inbound message used to make it commit alone)."""
+    monkeypatch.setattr(sqlite_batches, "SOON_S", 3600.0)
+    async with SqliteStore(tmp_path / "g.db", clock=FakeClock()) as store:
+        await store.kv_set("ns", "k", b"v", None)
+        job = await _one_leased_job(store)
+        sizes = _batches(store)
+        completing = asyncio.ensure_future(store.complete(job, "w"))
+        store.kv_set_later("other", "k", b"x", None)
+        await asyncio.sleep(0)
+        assert await store.kv_get("ns", "k") == b"v"
+        assert sizes == [] and not completing.done()
+        assert await store.kv_get("other", "k") == b"x"  # its own namespace: waits, sees it
+        assert sizes == [3] and await completing is True
+
+
 async def test_a_key_read_that_finds_the_file_busy_takes_its_turn(tmp_path: Path) -> None:
     async with SqliteStore(tmp_path / "g.db", clock=FakeClock()) as store:
         await store.kv_set("ns", "k", b"v", None)
@@ -348,13 +368,13 @@ async def test_a_key_read_that_finds_the_file_busy_takes_its_turn(tmp_path: Path
         assert inline is not None
         real = store._db.read_now
 
-        def busy_once(what: str, fn: Any) -> Any:
+        def busy_once(what: str, fn: Any, scope: str | None = None) -> Any:
             def refuse(conn: sqlite3.Connection) -> Any:
                 busy = sqlite3.OperationalError("database is locked")
                 busy.sqlite_errorcode = sqlite3.SQLITE_BUSY
                 raise busy
 
-            return real(what, refuse)
+            return real(what, refuse, scope)
 
         store._db.read_now = busy_once  # type: ignore[method-assign]
         assert await store.kv_get("ns", "k") == b"v"

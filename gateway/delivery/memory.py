@@ -247,7 +247,7 @@ class MemoryStore(Store):
     async def kv_set(self, ns: str, key: str, value: bytes, ttl: float | None) -> None:
         self._set(ns, key, value, ttl)
 
-    def kv_set_later(self, ns: str, key: str, value: bytes, ttl: float | None) -> None:
+    def _set_later(self, ns: str, key: str, value: bytes, ttl: float | None) -> None:
         self._set(ns, key, value, ttl)  # nothing to wait for: set at once
 
     async def kv_add(self, ns: str, key: str, value: bytes, ttl: float | None) -> bool:

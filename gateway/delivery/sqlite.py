@@ -25,6 +25,7 @@ Claiming is O(threads ready), not O(jobs) (the tables: `sqlite_schema`).
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -46,6 +47,10 @@ from gateway.delivery.store import DeadLetter, Job, NewJob, Store, log, new_job_
 
 T = TypeVar("T")
 
+# The scopes of writes (`GroupCommit.read_now`): a read of keys of one namespace need
+# not wait for a queued write of jobs or of another namespace. (The purge in an
+# enqueue deletes only rows that reads already ignore.)
+QUEUE = "queue"
 PURGE_EVERY = 60.0  # seconds (injected clock) between purges of expired rows
 PURGE_BATCH = 1_000
 
@@ -69,14 +74,19 @@ class SqliteStore(Store):
         return await self._db.submit(what, fn, write=False)
 
     async def _write(
-        self, what: str, fn: Callable[[sqlite3.Connection], T], soon: bool = False
+        self,
+        what: str,
+        fn: Callable[[sqlite3.Connection], T],
+        soon: bool = False,
+        scope: str | None = None,
     ) -> T:
         """Run `fn(conn)` atomically: committed when this returns, rolled back on error.
 
-        `soon`: it may wait a moment for company in its transaction (`GroupCommit.submit`).
+        `soon`: it may wait a moment for company in its transaction; `scope`: what it
+        changes, QUEUE or `_kv_scope(ns)`, None for anything (`GroupCommit.submit`).
         """
         self._check_open()
-        return await self._db.submit(what, fn, write=True, soon=soon)
+        return await self._db.submit(what, fn, write=True, soon=soon, scope=scope)
 
     async def open(self) -> None:
         if self._opened:
@@ -149,7 +159,7 @@ class SqliteStore(Store):
                     results.append(True)
             return results
 
-        results = await self._write("enqueue", tx)
+        results = await self._write("enqueue", tx, scope=QUEUE)
         if any(r is True for r in results):
             self.notify_work()
         return results
@@ -209,7 +219,7 @@ class SqliteStore(Store):
     async def complete(self, job: Job, owner: str) -> bool:
         # CXone has the message: the completion joins the next batch (SOON_S at most)
         done, more = await self._write(
-            "complete", lambda c: self._complete(c, job, owner, self._clock()), soon=True
+            "complete", lambda c: self._complete(c, job, owner, self._clock()), True, QUEUE
         )
         if more:
             self.notify_work()
@@ -315,13 +325,14 @@ class SqliteStore(Store):
             return conn.execute(LIVE_KV_SQL, (ns, key, self._clock())).fetchone()
 
         self._check_open()
-        done, row = self._db.read_now("kv_get", read)  # one per inbound message: the alias
+        # one per inbound message (the alias), while a completion often waits for company
+        done, row = self._db.read_now("kv_get", read, _kv_scope(ns))
         if not done:
             row = await self._run("kv_get", read)
         return None if row is None else bytes(row[0])
 
     async def kv_set(self, ns: str, key: str, value: bytes, ttl: float | None) -> None:
-        await self._write("kv_set", self._kv_setter(ns, key, value, ttl))
+        await self._write("kv_set", self._kv_setter(ns, key, value, ttl), scope=_kv_scope(ns))
 
     def _kv_setter(
         self, ns: str, key: str, value: bytes, ttl: float | None
@@ -335,12 +346,13 @@ class SqliteStore(Store):
 
         return tx
 
-    def kv_set_later(self, ns: str, key: str, value: bytes, ttl: float | None) -> None:
+    def _set_later(
+        self, ns: str, key: str, value: bytes, ttl: float | None
+    ) -> asyncio.Future[Any] | None:
         # no task: the write waits in the batch queue for company (SOON_S at most)
         self._check_open()
-        self._track_later(
-            self._db.queue("kv_set", self._kv_setter(ns, key, value, ttl), True, True)
-        )
+        setter = self._kv_setter(ns, key, value, ttl)
+        return self._db.queue("kv_set", setter, True, True, _kv_scope(ns))
 
     async def kv_add(self, ns: str, key: str, value: bytes, ttl: float | None) -> bool:
         def tx(conn: sqlite3.Connection) -> bool:
@@ -355,11 +367,13 @@ class SqliteStore(Store):
             )
             return cur.rowcount == 1
 
-        return await self._write("kv_add", tx)
+        return await self._write("kv_add", tx, scope=_kv_scope(ns))
 
     async def kv_delete(self, ns: str, key: str) -> None:
         await self._write(
-            "kv_delete", lambda c: c.execute("DELETE FROM kv WHERE ns = ? AND key = ?", (ns, key))
+            "kv_delete",
+            lambda c: c.execute("DELETE FROM kv WHERE ns = ? AND key = ?", (ns, key)),
+            scope=_kv_scope(ns),
         )
 
     async def _lock_try(self, name: str, token: str, ttl: float) -> bool:
@@ -380,6 +394,10 @@ class SqliteStore(Store):
             "unlock",
             lambda c: c.execute("DELETE FROM locks WHERE name = ? AND token = ?", (name, token)),
         )
+
+
+def _kv_scope(ns: str) -> str:
+    return "kv:" + ns
 
 
 def _lease_lost(op: str, owner: str, job: Job) -> None:

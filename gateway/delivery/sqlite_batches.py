@@ -155,7 +155,12 @@ class GroupCommit:
     # -- submitting ------------------------------------------------------------------
 
     async def submit(
-        self, what: str, fn: Callable[[sqlite3.Connection], T], write: bool, soon: bool = False
+        self,
+        what: str,
+        fn: Callable[[sqlite3.Connection], T],
+        write: bool,
+        soon: bool = False,
+        scope: str | None = None,
     ) -> T:
         """Queue `fn(conn)` for the next batch and wait for its outcome.
 
@@ -166,19 +171,26 @@ class GroupCommit:
         batch is not started for it: any operation submitted meanwhile takes it along in
         its own transaction, and it runs by itself after `SOON_S` at most. At moderate
         load, where a batch rarely has company, it so costs no commit of its own. Until
-        it runs, reads queue behind it (`read_now` sees it pending) and see its writes.
+        it runs, reads of what it writes queue behind it and see its writes.
+
+        `scope`: what a write changes, for `read_now` ("queue", "kv:<ns>"); None: anything.
         """
-        return await self.queue(what, fn, write, soon)
+        return await self.queue(what, fn, write, soon, scope)
 
     def queue(
-        self, what: str, fn: Callable[[sqlite3.Connection], T], write: bool, soon: bool = False
+        self,
+        what: str,
+        fn: Callable[[sqlite3.Connection], T],
+        write: bool,
+        soon: bool = False,
+        scope: str | None = None,
     ) -> asyncio.Future[T]:
         """`submit` without waiting: the future of the outcome (for writes nobody awaits)."""
         loop = self._loop
         if loop is None:
             raise StoreError(f"sqlite store {self.path}: not open")
         future: asyncio.Future[T] = loop.create_future()
-        self._pending.append(_Op(what, fn, write, future))
+        self._pending.append(_Op(what, fn, write, future, scope))
         if not self._scheduled and self._on_thread is None:
             if not soon:
                 self._scheduled = True
@@ -192,17 +204,24 @@ class GroupCommit:
         if not self._scheduled:  # else the run already scheduled takes what is pending
             self._run_inline()
 
-    def read_now(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> tuple[bool, T | None]:
-        """Run the read `fn(conn)` at once, when no operation is queued before it.
+    def read_now(
+        self, what: str, fn: Callable[[sqlite3.Connection], T], scope: str | None = None
+    ) -> tuple[bool, T | None]:
+        """Run the read `fn(conn)` of `scope` at once, when no write of it is queued before.
 
-        (True, result), or (False, None) when it must take its turn (`submit`): an
-        operation is pending or running on the thread (the read must see its writes),
-        or the file is busy. A read needs no write lock and in WAL mode waits for no
-        writer, so it costs the statement alone, not a batch and a wake-up.
+        (True, result), or (False, None) when it must take its turn (`submit`): a write
+        of its scope (or of an unknown one, or a read of an unknown scope) is pending, a
+        batch runs on the thread (the read must see their writes), or the file is busy.
+        A read needs no write lock and in WAL mode waits for no writer, so it costs the
+        statement alone, not a batch and a wake-up; and a queue write waiting for
+        company (a completion) is not made to run early by a key read.
         """
         conn = self._inline
-        if self._pending or self._on_thread is not None or conn is None or conn.in_transaction:
+        if self._on_thread is not None or conn is None or conn.in_transaction:
             return False, None
+        for op in self._pending:
+            if op.write and (scope is None or op.scope is None or op.scope == scope):
+                return False, None
         try:
             return True, fn(conn)
         except sqlite3.Error as exc:
@@ -346,6 +365,7 @@ class _Op:
     fn: Callable[[sqlite3.Connection], Any]
     write: bool
     future: asyncio.Future[Any]
+    scope: str | None = None  # what a write changes (`GroupCommit.read_now`); None: anything
 
 
 def _connect(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:

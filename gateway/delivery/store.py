@@ -246,15 +246,25 @@ class Store(abc.ABC):
 
         A reply's answer, kept for CXone's repeats of that reply: the response does not
         wait for its write, and SQLite adds it to the next transaction instead of
-        committing it alone (`SqliteStore`). Reads issued after this see the value. A
-        failed write is logged; `close` finishes the writes still running.
+        committing it alone (`SqliteStore`). Reads issued after this see the value. It
+        never raises: a failed write (a closed store too) is logged. `close` finishes
+        the writes still running.
         """
-        self._check_open()
-        self._track_later(asyncio.ensure_future(self.kv_set(ns, key, value, ttl)))
+        try:
+            write = self._set_later(ns, key, value, ttl)
+        except StoreError as exc:
+            log.warning("a write made without waiting failed: %s", exc)
+            return
+        if write is not None:
+            self._later.add(write)
+            write.add_done_callback(self._later_done)
 
-    def _track_later(self, write: asyncio.Future[Any]) -> None:
-        self._later.add(write)
-        write.add_done_callback(self._later_done)
+    def _set_later(
+        self, ns: str, key: str, value: bytes, ttl: float | None
+    ) -> asyncio.Future[Any] | None:
+        """Start a `kv_set_later` write: its future, or None when it is done already."""
+        self._check_open()
+        return asyncio.ensure_future(self.kv_set(ns, key, value, ttl))
 
     def _later_done(self, write: asyncio.Future[Any]) -> None:
         self._later.discard(write)
