@@ -1,15 +1,15 @@
 """Group commit for the SQLite store: batches of operations, run on the loop or a thread.
 
-Every store operation is a function of a connection. A read that finds nothing queued
-before it runs at once (`read_now`); other operations submitted during one turn of the
-event loop form a batch: the reads run as they are, the writes share one
-`BEGIN IMMEDIATE` transaction. A batch runs *inline*, on the event-loop thread, through
+Every store operation is a function of a connection. A read that finds no write of
+its scope queued before it runs at once (`read_now`); other operations submitted
+during one turn of the event loop form a batch: the reads run as they are, the writes
+share one `BEGIN IMMEDIATE` transaction. A batch runs *inline*, on the event-loop thread, through
 a connection that never waits (`busy_timeout = 0`) and never checkpoints: a commit in
 WAL mode with `synchronous = NORMAL` is a few write(2) calls into the page cache, tens
 of microseconds, far less than handing the batch to a thread and back (measured
 120-250 µs of CPU, most of a store operation's cost). A write no request waits for (a
-delivered job's completion, `submit(soon=True)`) waits up to `SOON_S` for company instead of
-making a transaction of its own.
+delivered job's completion, a reply's answer record: `soon=True`) waits up to `SOON_S`
+for company instead of making a transaction of its own.
 
 Everything that can block goes to the store's own thread and its own connection:
 - a batch that finds the write lock taken (another store or process on the file) runs
