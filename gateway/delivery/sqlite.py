@@ -71,7 +71,7 @@ class SqliteStore(Store):
     async def _run(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run the read `fn(conn)` in the next batch; every sqlite error is a StoreError."""
         self._check_open()
-        return await self._db.submit(what, fn, write=False)
+        return await self._db.queue(what, fn, write=False)
 
     async def _write(
         self,
@@ -83,10 +83,10 @@ class SqliteStore(Store):
         """Run `fn(conn)` atomically: committed when this returns, rolled back on error.
 
         `soon`: it may wait a moment for company in its transaction; `scope`: what it
-        changes, QUEUE or `_kv_scope(ns)`, None for anything (`GroupCommit.submit`).
+        changes, QUEUE or `_kv_scope(ns)`, None for anything (`GroupCommit.queue`).
         """
         self._check_open()
-        return await self._db.submit(what, fn, write=True, soon=soon, scope=scope)
+        return await self._db.queue(what, fn, write=True, soon=soon, scope=scope)
 
     async def open(self) -> None:
         if self._opened:

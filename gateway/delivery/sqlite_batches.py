@@ -154,17 +154,17 @@ class GroupCommit:
 
     # -- submitting ------------------------------------------------------------------
 
-    async def submit(
+    def queue(
         self,
         what: str,
         fn: Callable[[sqlite3.Connection], T],
         write: bool,
         soon: bool = False,
         scope: str | None = None,
-    ) -> T:
-        """Queue `fn(conn)` for the next batch and wait for its outcome.
+    ) -> asyncio.Future[T]:
+        """Queue `fn(conn)` for the next batch; the future of its outcome, to await.
 
-        A write is committed when this returns and rolled back when it raises; sqlite
+        A write is committed when the future is done and rolled back when it fails; sqlite
         errors come back as StoreError naming the file and `what`.
 
         `soon`: for a write no request waits for (a delivered job's completion), the
@@ -175,17 +175,6 @@ class GroupCommit:
 
         `scope`: what a write changes, for `read_now` ("queue", "kv:<ns>"); None: anything.
         """
-        return await self.queue(what, fn, write, soon, scope)
-
-    def queue(
-        self,
-        what: str,
-        fn: Callable[[sqlite3.Connection], T],
-        write: bool,
-        soon: bool = False,
-        scope: str | None = None,
-    ) -> asyncio.Future[T]:
-        """`submit` without waiting: the future of the outcome (for writes nobody awaits)."""
         loop = self._loop
         if loop is None:
             raise StoreError(f"sqlite store {self.path}: not open")
@@ -209,7 +198,7 @@ class GroupCommit:
     ) -> tuple[bool, T | None]:
         """Run the read `fn(conn)` of `scope` at once, when no write of it is queued before.
 
-        (True, result), or (False, None) when it must take its turn (`submit`): a write
+        (True, result), or (False, None) when it must take its turn (`queue`): a write
         of its scope (or of an unknown one, or a read of an unknown scope) is pending, a
         batch runs on the thread (the read must see their writes), or the file is busy.
         A read needs no write lock and in WAL mode waits for no writer, so it costs the
