@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
 from gateway.sandbox.cxone.agent import Endpoint
-from tests.harness import CHAT_CHANNEL, World
+from tests.harness import CHAT_CHANNEL, World, start_world
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -100,6 +101,26 @@ async def test_a_repeat_whose_answer_record_was_lost_still_posts_once(
     assert len(posts) == 2 and len({c.headers.get("Idempotency-Key") for c in posts}) == 1
     texts = [m.text for m in world.wh.world.conversations[conv].messages]
     assert texts.count("once, even so") == 1
+
+
+async def test_with_no_idempotency_window_every_reply_posts(tmp_path: Path) -> None:
+    """`outbound.idempotency_window: 0` turns replies' deduplication off: the same reply
+    twice posts twice, each under its own Idempotency-Key (a key kept from the first
+    would make the platform answer the second with the first message, posting nothing)."""
+    overrides = {"outbound": {"idempotency_window": 0}}
+    async with start_world(tmp_path, overrides=overrides) as world:
+        conv, msg = await world.dm("usr_hippo", "hi")
+        await world.delivered(CHAT_CHANNEL, msg)
+        first = await world.cxone.agent_reply(CHAT_CHANNEL, conv, "twice on purpose")
+        again = await world.cxone.agent_reply(CHAT_CHANNEL, conv, "twice on purpose")
+        assert first.status == again.status == 200
+        assert first.body != again.body
+        posts = [
+            c for c in world.wh.api_calls if c.path.endswith("/messages") and c.method == "POST"
+        ]
+        assert len(posts) == 2 and len({c.headers.get("Idempotency-Key") for c in posts}) == 2
+        texts = [m.text for m in world.wh.world.conversations[conv].messages]
+        assert texts.count("twice on purpose") == 2
 
 
 async def test_reply_retried_after_a_platform_hiccup_keeps_its_idempotency_key(

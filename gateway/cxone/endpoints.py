@@ -21,6 +21,7 @@ from gateway.client_address import client_ip
 from gateway.cxone import threads
 from gateway.edge import check_json_depth, read_body_limited
 from gateway.errors import BadRequest, GatewayError, NotFound, RequestError
+from gateway.ids import unique_id
 from gateway.keys import GATEWAY
 from gateway.logs import text_for_log
 from gateway.mapping import CompiledMapping, OutboundContext, OutboundPlan, PlatformResponse
@@ -276,17 +277,20 @@ async def _reply(
         channel_id.encode() + b"\x00" + endpoint.encode() + b"\x00" + jsonutil.dumps(body)
     ).hexdigest()
     window = routing.settings.outbound.idempotency_window
-    key = f"{fingerprint[:40]}.{int(time.time() * 1000)}"
-    # Take the idempotency key first: only a repeat (key already taken) can have a stored
-    # answer, so a first reply costs one store write and no read.
-    if not await gw.store.kv_add(REPLY_KEY_NS, fingerprint, key.encode(), window or None):
-        cached = await gw.store.kv_get(REPLY_NS, fingerprint)
-        if cached is not None:
-            gw.metrics.duplicates.labels(mapping.name).inc()
-            result: dict[str, Any] = jsonutil.loads(cached)
-            return result
-        existing = await gw.store.kv_get(REPLY_KEY_NS, fingerprint)  # a repeat of a failure
-        key = existing.decode() if existing else key
+    if not window:  # deduplication off: every reply posts, its own retries share one key
+        key = f"{fingerprint[:40]}.{unique_id(16)}"
+    else:
+        key = f"{fingerprint[:40]}.{int(time.time() * 1000)}"
+        # Take the idempotency key first: only a repeat (key already taken) can have a
+        # stored answer, so a first reply costs one store write and no read.
+        if not await gw.store.kv_add(REPLY_KEY_NS, fingerprint, key.encode(), window):
+            cached = await gw.store.kv_get(REPLY_NS, fingerprint)
+            if cached is not None:
+                gw.metrics.duplicates.labels(mapping.name).inc()
+                result: dict[str, Any] = jsonutil.loads(cached)
+                return result
+            existing = await gw.store.kv_get(REPLY_KEY_NS, fingerprint)  # a repeated failure
+            key = existing.decode() if existing else key
     header = mapping.platform.idempotency_header
     responses: list[PlatformResponse] = []
     started = time.monotonic()
