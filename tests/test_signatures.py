@@ -447,6 +447,19 @@ def test_only_the_first_candidates_are_considered() -> None:
     rejects("invalid signature", lambda: verifier.verify(BODY, {"WH-Signature": late}, ""))
 
 
+def test_a_pattern_with_several_groups_reads_group_one_only() -> None:
+    """Group 1 is the signature; where it takes no part in a match, that match is none."""
+    good = wh_headers("wh-secret", BODY, NOW)["WH-Signature"].split(",")[1].removeprefix("v1=")
+    spec = {**WATERING_HOLE, "signature_pattern": "v1=([0-9a-f]+)|v0=([0-9a-f]+)"}
+    verifier = compile_verifier(spec, clock=FakeClock(NOW))
+    assert verifier.candidates(f"t={NOW},v0=00,v1={good}") == [good]
+    verifier.verify(BODY, {"WH-Signature": f"t={NOW},v0=00,v1={good}"}, "")
+    in_group_two = {"WH-Signature": f"t={NOW},v0={good}"}
+    rejects("invalid signature", lambda: verifier.verify(BODY, in_group_two, ""))
+    optional = {**WATERING_HOLE, "signature_pattern": "v1=([0-9a-f]+)?"}
+    assert compile_verifier(optional).candidates(f"t={NOW},v1=,v1={good}") == [good]
+
+
 def test_a_header_with_ten_thousand_signatures_is_refused() -> None:
     good = wh_headers("wh-secret", BODY, NOW)["WH-Signature"]
     huge = good + ",v1=" + ",v1=".join(["ab" * 32] * 10_000)
