@@ -54,6 +54,8 @@ class Metrics:
     dead_letters: Counter
     queue_depth: Gauge
     dead_letter_depth: Gauge
+    intake_holding: Gauge
+    intake_hold: Histogram
     reloads: Counter
     mapping_info: Gauge
     token_refreshes: Counter
@@ -107,6 +109,17 @@ def create_metrics() -> Metrics:
         ),
         queue_depth=Gauge("byoc_queue_depth", "Jobs waiting for delivery to CXone", registry=r),
         dead_letter_depth=Gauge("byoc_dead_letter_depth", "Dead letters kept", registry=r),
+        intake_holding=Gauge(
+            "byoc_intake_holding",
+            "Webhooks waiting now for the workers to drain a queue",
+            registry=r,
+        ),
+        intake_hold=_Histogram(
+            "byoc_intake_hold_seconds",
+            "How long webhooks waited for the workers to drain a queue before being written",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        ),
         reloads=_Counter("byoc_reloads", "Configuration reloads", ["outcome"], registry=r),
         mapping_info=Gauge(
             "byoc_mapping_info", "Loaded mappings (value 1)", ["mapping", "version"], registry=r

@@ -145,6 +145,9 @@ class DeliverySettings:
     workers: int = 64
     lease_seconds: float = 30.0
     poll_interval: float = 0.5
+    # a webhook waits at most this long for the workers to drain a queue before its
+    # events are written (0: never waits; gateway.delivery.worker.Workers.paced)
+    intake_hold: float = 1.0
     retry: RetrySettings = field(default_factory=lambda: RetrySettings(max_attempts=12))
 
 

@@ -312,7 +312,7 @@ def _build(
     dl = tree.get("delivery", {})
     delivery = DeliverySettings(
         retry=_retry(dl.get("retry"), DeliverySettings().retry),
-        **_given(dl, workers=int, lease_seconds=float, poll_interval=float),
+        **_given(dl, workers=int, lease_seconds=float, poll_interval=float, intake_hold=float),
     )
     return Settings(
         source=path,

@@ -54,6 +54,9 @@ class Workers:
         # a wake-up found no idle worker: the next worker to finish claims (see `_run`)
         self._missed = False
         self._dispatcher: asyncio.Task[None] | None = None
+        # set while no worker's last look at the store found queued work (`paced`)
+        self._caught_up = asyncio.Event()
+        self._caught_up.set()
         self._running = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.delivered = 0
@@ -74,6 +77,47 @@ class Workers:
         one that waited half of it is left to expire and be claimed (see `_run`).
         """
         return self._running and len(self._direct) < 2 * len(self._tasks)
+
+    @property
+    def behind(self) -> bool:
+        """Whether the workers are draining a queue: the last claim found a job waiting."""
+        return not self._caught_up.is_set()
+
+    async def paced(self, limit: float) -> float:
+        """Wait while the workers drain a queue, `limit` seconds at most; the time waited.
+
+        Intake calls this before writing a delivery's events. Past its maximum the
+        gateway would otherwise accept deliveries faster than it delivers them, and the
+        events that find every worker busy are queued, claimed, read back and decoded
+        later, at about a third more CPU each (batches, docs/performance.md); held
+        briefly instead, they are written when the workers catch up and mostly handed
+        over. Nothing is at risk meanwhile: the platform has no answer yet, and the
+        events are written anyway once `limit` has passed. A queue the workers cannot
+        claim from (CXone down: every job waits for its retry) holds nothing back.
+        """
+        if limit <= 0 or self._caught_up.is_set():
+            return 0.0
+        metrics = self._gw.metrics
+        metrics.intake_holding.inc()
+        loop = self._loop or asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            async with asyncio.timeout(limit):
+                await self._caught_up.wait()
+        except TimeoutError:
+            pass
+        finally:
+            metrics.intake_holding.dec()
+        waited = loop.time() - started
+        metrics.intake_hold.observe(waited)
+        return waited
+
+    def _saw_queue(self, found: bool) -> None:
+        """Record whether a look at the store found queued work (`behind`)."""
+        if found:
+            self._caught_up.clear()
+        else:
+            self._caught_up.set()
 
     def offer(self, job: Job, record: InboundJob | None = None) -> None:
         """Hand over a job leased to `direct_owner` at intake (no claim, no decoding)."""
@@ -102,6 +146,7 @@ class Workers:
         """Finish the jobs in hand, then stop (unfinished leases expire for other instances)."""
         self._stopping.set()
         self._running = False  # intake stops handing over; what was handed over is delivered
+        self._caught_up.set()  # and holds nothing back
         if self._dispatcher is not None:
             self._dispatcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -142,6 +187,7 @@ class Workers:
                     await self._pause(settings.poll_interval * 4)
                     look = True
                     continue
+                self._saw_queue(bool(jobs))
                 if not jobs:
                     look = await self._wait_idle()
                     continue
@@ -149,11 +195,15 @@ class Workers:
                 look = await self._wait_idle()
                 continue
             self._announce()  # there may be more: another idle worker looks
+            looked = False  # a completion looked for the next job
             for job in jobs:
                 # while a backlog drains, a delivered job is completed and the next one
                 # claimed in one store operation (one transaction with SQLite)
                 next_too = not claimed and not self._stopping.is_set()
+                looked |= next_too
                 claimed += await self._deliver(job, owner, claim_next=next_too)
+            if looked:
+                self._saw_queue(bool(claimed))
             look = True
 
     async def _dispatch(self) -> None:

@@ -152,6 +152,8 @@ async def _accept(
         return 0, 0, ignored
     ttl = gw.settings.store.dedupe_ttl
     workers = gw.workers
+    if workers is not None and workers.behind:  # written once they catch up (or soon)
+        await workers.paced(gw.settings.delivery.intake_hold)
     if workers is not None and workers.can_take():
         # a job that starts an idle thread is leased to this process in the same
         # transaction and handed to a worker as it is: no claim, no decoding
