@@ -33,7 +33,7 @@ def _gauge(world: World, name: str) -> Callable[[], float]:
 
 
 async def _draining(world: World) -> tuple[str, list[str]]:
-    """One worker: m0 delivered, m1 claimed from the queue and held at CXone, m2 queued."""
+    """m0 delivered, m1 claimed from the queue and held at CXone, m2 queued behind it."""
     cxone = world.cxone
     cxone.hold("create_message")
     conv, m0 = await world.dm("usr_zebra", "m0")  # handed over at intake, held at CXone
@@ -46,7 +46,6 @@ async def _draining(world: World) -> tuple[str, list[str]]:
     cxone.hold("create_message")
     await world.delivered(CHAT_CHANNEL, m0)
     await cxone.wait_for(lambda: cxone.held("create_message") >= 1)
-    assert workers.behind
     return conv, [m0, m1, m2]
 
 
@@ -58,6 +57,7 @@ async def test_a_webhook_waits_while_the_workers_drain_a_queue(
         workers = world.gateway.workers
         assert workers is not None
         _, ids = await _draining(world)
+        assert workers.behind  # the only worker drains a queue
         entered, waited = _spy_paced(workers)
         later = asyncio.create_task(world.dm("usr_lion", "m3"))
         async with asyncio.timeout(5):
@@ -84,6 +84,7 @@ async def test_a_webhook_is_written_once_intake_hold_has_passed(tmp_path: Path) 
         workers = world.gateway.workers
         assert workers is not None
         _, ids = await _draining(world)
+        assert workers.behind
         _, waited = _spy_paced(workers)
         _, m3 = await world.dm("usr_lion", "m3")  # answered although CXone still holds m1
         assert waited and waited[0] >= 0.05
@@ -103,6 +104,24 @@ async def test_intake_hold_zero_never_holds(tmp_path: Path) -> None:
         _, waited = _spy_paced(workers)
         _, m3 = await world.dm("usr_lion", "m3")  # intake_hold 0: never waits
         assert waited == [0.0]
+        world.cxone.release()
+        for message_id in [*ids, m3]:
+            await world.delivered(CHAT_CHANNEL, message_id)
+
+
+async def test_a_free_worker_means_no_wait(tmp_path: Path) -> None:
+    """A queue drained while another worker is idle holds nothing back: the new event
+    is handed to the idle worker (and with Redis, claimed by it)."""
+    async with start_world(tmp_path, workers=2, poll_interval=30.0) as world:
+        workers = world.gateway.workers
+        assert workers is not None
+        _, ids = await _draining(world)
+        assert not workers.behind
+        _, waited = _spy_paced(workers)
+        _, m3 = await world.dm("usr_lion", "m3")
+        assert waited == []  # intake did not even ask
+        # the idle worker took it at once: CXone holds it beside m1
+        await world.cxone.wait_for(lambda: world.cxone.held("create_message") >= 2)
         world.cxone.release()
         for message_id in [*ids, m3]:
             await world.delivered(CHAT_CHANNEL, message_id)

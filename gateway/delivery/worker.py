@@ -80,8 +80,9 @@ class Workers:
 
     @property
     def behind(self) -> bool:
-        """Whether the workers are draining a queue: the last claim found a job waiting."""
-        return not self._caught_up.is_set()
+        """Whether the workers are draining a queue: every one is busy, and the last look
+        at the store (a claim, or the claim of a completion) found a job waiting."""
+        return not self._caught_up.is_set() and not self._idle
 
     async def paced(self, limit: float) -> float:
         """Wait while the workers drain a queue, `limit` seconds at most; the time waited.
@@ -92,10 +93,12 @@ class Workers:
         later, at about a third more CPU each (batches, docs/performance.md); held
         briefly instead, they are written when the workers catch up and mostly handed
         over. Nothing is at risk meanwhile: the platform has no answer yet, and the
-        events are written anyway once `limit` has passed. A queue the workers cannot
-        claim from (CXone down: every job waits for its retry) holds nothing back.
+        events are written anyway once `limit` has passed. It waits only while every
+        worker is busy and a look at the store found a job waiting (`behind`), and ends
+        as soon as a look finds none or a worker goes idle: at moderate load, or with
+        jobs that wait for a retry, nothing is held back.
         """
-        if limit <= 0 or self._caught_up.is_set():
+        if limit <= 0 or not self.behind:
             return 0.0
         metrics = self._gw.metrics
         metrics.intake_holding.inc()
@@ -224,6 +227,7 @@ class Workers:
 
     async def _wait_idle(self) -> bool:
         """Wait to be woken; True when told to claim, False for a handed-over job or stop."""
+        self._caught_up.set()  # a free worker: intake need not wait (`paced`)
         if self._stopping.is_set():  # stop() has woken the idle ones already
             return False
         waiter: asyncio.Future[bool] = (self._loop or asyncio.get_running_loop()).create_future()
