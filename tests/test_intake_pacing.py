@@ -125,3 +125,22 @@ async def test_a_free_worker_means_no_wait(tmp_path: Path) -> None:
         world.cxone.release()
         for message_id in [*ids, m3]:
             await world.delivered(CHAT_CHANNEL, message_id)
+
+
+async def test_no_more_webhooks_wait_than_there_are_workers(tmp_path: Path) -> None:
+    """A platform sending faster than the gateway delivers, on ever more connections,
+    would otherwise have thousands of webhooks waiting at once."""
+    async with start_world(tmp_path, workers=1, poll_interval=30.0) as world:
+        workers = world.gateway.workers
+        assert workers is not None
+        _, ids = await _draining(world)
+        assert workers.behind
+        first = asyncio.create_task(workers.paced(5.0))  # as intake calls it
+        await asyncio.sleep(0)  # one turn: it waits
+        assert _gauge(world, "byoc_intake_holding")() == 1
+        assert await workers.paced(5.0) == 0.0  # one waits already (one worker)
+        assert not first.done()
+        world.cxone.release()
+        assert 0 < await first < 5.0  # released when the queue was drained
+        for message_id in ids:
+            await world.delivered(CHAT_CHANNEL, message_id)
