@@ -144,3 +144,26 @@ async def test_no_more_webhooks_wait_than_there_are_workers(tmp_path: Path) -> N
         assert 0 < await first < 5.0  # released when the queue was drained
         for message_id in ids:
             await world.delivered(CHAT_CHANNEL, message_id)
+
+
+async def test_with_redis_a_webhook_waits_while_every_worker_holds_a_claimed_job(
+    tmp_path: Path,
+) -> None:
+    """With Redis every job is claimed (no hand-over at intake): the one worker busy with
+    a claimed job is a queue being drained, and a free worker ends the wait."""
+    async with start_world(tmp_path, backend="redis", workers=1) as world:
+        workers = world.gateway.workers
+        assert workers is not None
+        world.cxone.hold("create_message")
+        _, m0 = await world.dm("usr_zebra", "m0")
+        await world.cxone.wait_for(lambda: world.cxone.held("create_message") >= 1)
+        assert workers.behind
+        entered, waited = _spy_paced(workers)
+        later = asyncio.create_task(world.dm("usr_lion", "m1"))
+        async with asyncio.timeout(5):
+            await entered.wait()
+        world.cxone.release()
+        _, m1 = await later
+        for message_id in (m0, m1):
+            await world.delivered(CHAT_CHANNEL, message_id)
+        assert len(waited) == 1 and 0 < waited[0] < 1.0
