@@ -135,6 +135,12 @@ async def serve(settings: Settings, *, pid_file: Path | None = None) -> None:
         running.urls["cxone"],
         running.urls["platform"],
     )
+    if settings.store.backend == "memory":
+        log.warning(
+            "store.backend is memory: accepted messages are lost on restart, and every "
+            "dedupe key, reply key and answer is held in this process for its ttl; use "
+            "sqlite or redis in production"
+        )
     try:
         await stop.wait()
         log.info("shutting down")

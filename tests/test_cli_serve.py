@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.procs import GatewayProcess, write_node_config
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -69,3 +71,17 @@ def test_a_missing_mapping_secret_stops_startup_naming_file_and_place(tmp_path: 
         in done.stderr
     )
     assert "Traceback" not in done.stderr
+
+
+async def test_serving_with_the_memory_store_warns_that_nothing_is_durable(
+    tmp_path: Path,
+) -> None:
+    unreachable = "http://127.0.0.1:9"  # nothing is sent: the gateway starts and stops
+    node = write_node_config(tmp_path, wh_url=unreachable, cxone_url=unreachable, backend="memory")
+    gateway = GatewayProcess(node)
+    try:
+        await gateway.start_ready()
+        assert await gateway.terminate() == 0
+    finally:
+        gateway.stop()
+    assert "store.backend is memory: accepted messages are lost on restart" in gateway.log_text()
