@@ -23,10 +23,9 @@ ADMIN_SESSION_SECONDS = 8 * 3600.0
 READY_CHECK_SECONDS = 5.0  # each readiness check answers within this, as probes expect
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+def routes() -> list[web.RouteDef]:
+    """Health, readiness and metrics on the CXone-facing listener."""
+    return [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics)]
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -1,10 +1,10 @@
 """create_app: build both listeners' applications and the resources they share.
 
-One middleware on each listener, as it runs on every request:
-  - request context: request id, access metrics (sees every final status), and every
-    failure made a JSON body (http_errors.error_response); nothing leaks
-  - inside it, the edge (gateway.edge.Edge): IP allow-list (403 before any work), mTLS
-    peer names, body read deadline
+Every route of each listener runs in its request context (gateway.request_context):
+request id, the edge (gateway.edge.Edge: IP allow-list, 403 before any work; mTLS peer
+names; body read deadline), every failure made a JSON body (nothing leaks), and the
+access metric, which sees every final status. Each listener ends with a catch-all
+route, so that unknown paths (404) and methods (405) are answered in that context too.
 
 Resources are opened by cleanup contexts on the CXone-facing app, in this order and
 closed in reverse: configuration (routing), certificate checks, store, HTTP clients,
@@ -12,7 +12,7 @@ workers.
 
 mTLS on the CXone listener (`listeners.cxone.tls.client_ca`): with
 `client_certificate: required` the TLS handshake refuses every client without a valid
-certificate, and `client_subjects` is checked for every request (edge middleware).
+certificate, and `client_subjects` is checked for every request (the edge).
 With `client_certificate: optional` the handshake still refuses invalid certificates,
 and the BYOC endpoints demand a valid one matching `client_subjects` for integrations
 with `mtls: true` (gateway.cxone.endpoints); health, metrics and status then need none.
@@ -20,9 +20,8 @@ with `mtls: true` (gateway.cxone.endpoints); health, metrics and status then nee
 
 from __future__ import annotations
 
-import re
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -40,21 +39,16 @@ from gateway.delivery.token_cache import StoreTokenCache, token_cache_key
 from gateway.delivery.worker import Workers
 from gateway.edge import Edge
 from gateway.http import make_session
-from gateway.http_errors import error_response
 from gateway.http_pool import HttpPool
-from gateway.ids import unique_id
 from gateway.keys import GATEWAY, LISTENER
-from gateway.logs import request_id
 from gateway.media import MediaClient
 from gateway.metrics import create_metrics
 from gateway.platform import webhooks
 from gateway.platform.client import PlatformClient
+from gateway.request_context import CATCH_ALL, contextual, unmatched
 from gateway.runtime import Gateway
-from gateway.settings import ListenerSettings, Settings
+from gateway.settings import Settings
 from gateway.tls import client_context
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_RID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -66,77 +60,36 @@ class GatewayApps:
     platform: web.Application
 
 
-def _request_context(
-    listener: str, edge: Edge
-) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        incoming = request.headers.get("X-Request-Id", "")
-        rid = incoming if _RID.match(incoming) else unique_id(16)
-        token = request_id.set(rid)
-        status = 500
-        try:
-            try:
-                refused = edge.admit(request)
-                if refused is None:
-                    response = await handler(request)
-                    edge.finish(request, response)
-                else:
-                    response = refused
-            except web.HTTPException as exc:
-                if exc.status < 400:  # a redirect: aiohttp sends it
-                    status = exc.status
-                    raise
-                response = error_response(request, exc)
-            except Exception as exc:
-                response = error_response(request, exc)
-            status = response.status
-            response.headers["X-Request-Id"] = rid
-            return response
-        finally:
-            request_id.reset(token)
-            route = request.match_info.route.resource
-            endpoint = route.canonical if route is not None else "unmatched"
-            if listener == "platform" and endpoint == "/{path}":
-                endpoint = "webhook"
-            request.app[GATEWAY].metrics.requests.labels(listener, endpoint, str(status)).inc()
-
-    return middleware
-
-
-def _middlewares(
-    listener: str, settings: Callable[[], ListenerSettings]
-) -> list[Callable[..., Awaitable[web.StreamResponse]]]:
-    return [_request_context(listener, Edge(settings))]
-
-
 def create_apps(settings: Settings, *, clock: Clock = system_clock) -> GatewayApps:
     """Build both applications; nothing is opened until the CXone app starts."""
     gateway = Gateway(settings, clock=clock, metrics=create_metrics())
 
-    cxone_app = web.Application(
-        middlewares=_middlewares("cxone", lambda: gateway.settings.cxone_listener),
-        client_max_size=settings.cxone_listener.max_body_bytes,
-    )
+    cxone_app = web.Application(client_max_size=settings.cxone_listener.max_body_bytes)
     cxone_app[GATEWAY] = gateway
     cxone_app[LISTENER] = "cxone"
-    cxone_endpoints.add_routes(cxone_app)
-    cxone_pages.add_routes(cxone_app)  # Action / Reconnect / Remove URLs (admin's browser)
-    admin.add_routes(cxone_app)
-    status_page.add_routes(cxone_app)
+    cxone_edge = Edge(lambda: gateway.settings.cxone_listener)
+    cxone_routes = [
+        *cxone_endpoints.routes(),
+        *cxone_pages.routes(),  # Action / Reconnect / Remove URLs (admin's browser)
+        *admin.routes(),
+        *status_page.routes(),
+        web.route("*", CATCH_ALL, unmatched),  # 404 / 405 in the request context
+    ]
+    cxone_app.router.add_routes(contextual("cxone", cxone_edge, cxone_routes))
     cxone_app.cleanup_ctx.extend(
         [_routing_ctx, certificates_ctx, _store_ctx, _clients_ctx, _workers_ctx]
     )
 
-    platform_app = web.Application(
-        middlewares=_middlewares("platform", lambda: gateway.settings.platform_listener),
-        client_max_size=settings.platform_listener.max_body_bytes,
-    )
+    platform_app = web.Application(client_max_size=settings.platform_listener.max_body_bytes)
     platform_app[GATEWAY] = gateway
     platform_app[LISTENER] = "platform"
-    platform_app.router.add_get("/healthz", admin.healthz)
-    media.add_routes(platform_app)  # before the webhooks' catch-all
-    webhooks.add_routes(platform_app)
+    platform_edge = Edge(lambda: gateway.settings.platform_listener)
+    platform_routes = [
+        web.get("/healthz", admin.healthz),
+        *media.routes(),
+        *webhooks.routes(),  # the catch-all
+    ]
+    platform_app.router.add_routes(contextual("platform", platform_edge, platform_routes))
     return GatewayApps(gateway, cxone_app, platform_app)
 
 

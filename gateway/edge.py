@@ -6,9 +6,10 @@ Limits, from the socket inwards (each listener has its own `ListenerSettings`):
    count, and `keepalive_timeout`, which closes a connection that has not delivered a
    complete request head in time (idle keep-alive and slow-header drips alike).
    `harden_server` makes its answer to a malformed head a JSON 400 without an echo.
-2. `Edge` (two calls inside `gateway.app`'s one middleware), doing in order: the
-   allow-list (the caller's address from `gateway.client_address`), mTLS names (a
-   verified certificate with an accepted name), and the deadline for reading the body.
+2. `Edge` (two calls in each request's context, `gateway.request_context`), doing in
+   order: the allow-list (the caller's address from `gateway.client_address`), mTLS
+   names (a verified certificate with an accepted name), and the deadline for reading
+   the body.
    It answers with JSON errors itself.
 3. Handlers read bodies with `read_body_limited`: size limit on the wire and after
    decompression, the deadline above (slow drip -> 408), gzip/deflate only (-> 415).
@@ -86,8 +87,8 @@ class Edge:
        (`tls_peers.require_peer`).
     3. The body read (`read_body_limited`) gets its deadline, `read_timeout` from now.
     A response whose connection must close says so in its headers (`finish`). It runs
-    on every request, so it is two plain calls inside the application's one middleware
-    (`gateway.app`), not a middleware of its own; each check is skipped when not
+    on every request, so it is two plain calls in the request context
+    (`gateway.request_context`), not a middleware; each check is skipped when not
     configured, and the settings are read per request, so a reload applies at once.
     """
 

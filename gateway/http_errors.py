@@ -1,6 +1,8 @@
-"""The one error middleware: every failure becomes a JSON body with a stable `error` code.
+"""Every failure becomes a JSON body with a stable `error` code (`error_response`).
 
-Never a traceback, never an echo of the caller's input.
+Never a traceback, never an echo of the caller's input. The listeners apply it in their
+request context (gateway.request_context); `error_middleware` does the same for the
+sandbox's own pages.
 """
 
 from __future__ import annotations

@@ -128,9 +128,9 @@ def read_token(key: bytes, mapping: str, token: str, now: float) -> dict[str, An
     return fields
 
 
-def add_routes(app: web.Application) -> None:
-    """GET /media/<mapping>/<token> on the platform listener (before the webhook catch-all)."""
-    app.router.add_get(MEDIA_ROUTE, handle_media)
+def routes() -> list[web.RouteDef]:
+    """GET /media/<mapping>/<token> on the platform listener."""
+    return [web.get(MEDIA_ROUTE, handle_media)]
 
 
 async def handle_media(request: web.Request) -> web.StreamResponse:

@@ -43,13 +43,15 @@ _OK_OUTCOMES = frozenset({"accepted", "delivered", "sent"})  # any other outcome
 _DEAD_SCAN = 1000  # dead letters read to count them by route
 
 
-def add_routes(app: web.Application) -> None:
-    """Register the status page, its JSON form, login and logout."""
-    app.router.add_get("/status", status_html)
-    app.router.add_get("/status.json", status_json)
-    app.router.add_get(LOGIN, login_form)
-    app.router.add_post(LOGIN, login)
-    app.router.add_post("/status/logout", logout)
+def routes() -> list[web.RouteDef]:
+    """The status page, its JSON form, login and logout."""
+    return [
+        web.get("/status", status_html),
+        web.get("/status.json", status_json),
+        web.get(LOGIN, login_form),
+        web.post(LOGIN, login),
+        web.post("/status/logout", logout),
+    ]
 
 
 # --- the data ---------------------------------------------------------------------------

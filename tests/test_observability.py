@@ -113,6 +113,42 @@ async def test_metrics_parse_and_count_what_was_sent(world: World) -> None:
     assert "byoc_certificate_days_left" in families  # no TLS here: a family without samples
 
 
+async def test_unknown_paths_and_methods_answer_json_in_the_request_context(world: World) -> None:
+    """Each listener ends with a catch-all route, so 404 and 405 are the gateway's own
+    answers (JSON, a request id, the access metric), as the router would decide them."""
+    cxone, platform = world.running.urls["cxone"], world.running.urls["platform"]
+    asked = {"X-Request-Id": "probe-1"}
+    async with aiohttp.ClientSession() as http:
+        async with http.get(cxone + "/nowhere", headers=asked) as resp:
+            assert resp.status == 404 and resp.content_type == "application/json"
+            assert (await resp.json())["error"] == "not_found"
+            assert resp.headers["X-Request-Id"] == "probe-1"
+        async with http.get(cxone + "/integration/box/1.0/token") as resp:
+            assert resp.status == 405 and resp.headers["Allow"] == "POST"
+            assert (await resp.json())["error"] == "method_not_allowed"
+            assert re.fullmatch(r"[0-9a-f]{16}", resp.headers["X-Request-Id"])
+        async with http.post(cxone + "/status.json") as resp:
+            assert resp.status == 405
+            assert set(resp.headers["Allow"].split(",")) == {"GET", "HEAD"}
+        async with http.head(cxone + "/healthz") as resp:
+            assert resp.status == 200  # HEAD of a GET route is still routed
+        async with http.get(platform + "/nowhere") as resp:
+            assert resp.status == 404 and (await resp.json())["error"] == "not_found"
+        async with http.get(platform + "/healthz") as resp:
+            assert resp.status == 200 and (await resp.json()) == {"status": "ok"}
+    status, text, _ = await fetch(world, "/metrics")
+    assert status == 200
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    unmatched = {"listener": "cxone", "endpoint": "unmatched"}
+    assert sample(families, "byoc_http_requests_total", **unmatched, status="404") == 1
+    assert sample(families, "byoc_http_requests_total", **unmatched, status="405") == 2
+    assert (
+        sample(families, "byoc_http_requests_total", listener="platform", endpoint="webhook")
+        == 1
+    )
+    assert sample(families, "byoc_http_requests_total", endpoint="/healthz") == 2
+
+
 async def test_status_json_and_page_show_the_same_numbers(world: World) -> None:
     sent = await traffic(world)
     status, text, _ = await fetch(world, "/status.json", headers=ADMIN)

@@ -39,14 +39,16 @@ REPLY_KEY_NS = "reply-key"
 _MAX_BODY = 1_048_576
 
 
-def add_routes(app: web.Application) -> None:
-    """Register the BYOC endpoints under /integration/box."""
-    app.router.add_post(f"{BOX}/1.0/token", token_endpoint)
-    app.router.add_post(f"{BOX}/1.0/posts/{{postId}}/messages", legacy_reply)
-    app.router.add_post(f"{BOX}/2.0/channel/{{channelId}}/outbound", outbound_reply)
-    app.router.add_post(
-        f"{BOX}/1.0/channel/{{channelId}}/thread/{{threadId}}/sender-action", sender_action
-    )
+def routes() -> list[web.RouteDef]:
+    """The BYOC endpoints under /integration/box."""
+    return [
+        web.post(f"{BOX}/1.0/token", token_endpoint),
+        web.post(f"{BOX}/1.0/posts/{{postId}}/messages", legacy_reply),
+        web.post(f"{BOX}/2.0/channel/{{channelId}}/outbound", outbound_reply),
+        web.post(
+            f"{BOX}/1.0/channel/{{channelId}}/thread/{{threadId}}/sender-action", sender_action
+        ),
+    ]
 
 
 async def token_endpoint(request: web.Request) -> web.Response:

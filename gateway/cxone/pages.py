@@ -57,13 +57,15 @@ _MAX_LENGTH = {"userId": 64, "brandId": 64, "token": 1024}  # keeps the session 
 _DONE = {"create": "created", "update": "updated", "remove": "removed"}
 
 
-def add_routes(app: web.Application) -> None:
-    """Register the Action, Reconnect and Remove pages on the CXone-facing app."""
-    app.router.add_get(ACTION, action_entry)
-    app.router.add_get(PAGE, channels_page)
-    app.router.add_post(PAGE, channels_form)
-    app.router.add_get(f"{BASE}/reconnect", reconnect)
-    app.router.add_get(f"{BASE}/remove", remove)
+def routes() -> list[web.RouteDef]:
+    """The Action, Reconnect and Remove pages on the CXone-facing listener."""
+    return [
+        web.get(ACTION, action_entry),
+        web.get(PAGE, channels_page),
+        web.post(PAGE, channels_form),
+        web.get(f"{BASE}/reconnect", reconnect),
+        web.get(f"{BASE}/remove", remove),
+    ]
 
 
 def signer(gw: Gateway) -> SessionSigner:

@@ -23,13 +23,18 @@ from gateway.errors import MappingRuntimeError, NotFound, StoreError
 from gateway.http_errors import json_error
 from gateway.keys import GATEWAY
 from gateway.mapping import CompiledMapping, HandshakeReply, Ignored
+from gateway.request_context import CATCH_ALL
 
 log = logging.getLogger("gateway.webhook")
 
 
-def add_routes(app: web.Application) -> None:
-    """One catch-all route: mappings (and their paths) change on reload, routes never do."""
-    app.router.add_route("*", "/{path:.*}", handle_webhook)
+def routes() -> list[web.RouteDef]:
+    """One catch-all route: mappings (and their paths) change on reload, routes never do.
+
+    It is the platform listener's last route (gateway.request_context): every path no
+    other route takes comes here, and an unknown one is answered 404.
+    """
+    return [web.route("*", CATCH_ALL, handle_webhook)]
 
 
 def public_url(request: web.Request, mapping: CompiledMapping | None = None) -> str:
