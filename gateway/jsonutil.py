@@ -31,7 +31,9 @@ _NEGATIVE_RUN = b"-" + b"0" * 19
 def has_long_number(raw: bytes) -> bool:
     """True when `raw` may hold an integer beyond orjson's 64-bit range (20+ digits, or -19)."""
     digits = raw.translate(_DIGITS)
-    return _RUN in digits or _NEGATIVE_RUN in digits
+    # find, not `in`: bytes' `in` first tries its operand as an integer, and the
+    # TypeError it raises and catches costs more than the search
+    return digits.find(_RUN) >= 0 or digits.find(_NEGATIVE_RUN) >= 0
 
 
 def dumps(value: Any) -> bytes:

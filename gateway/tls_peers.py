@@ -95,6 +95,15 @@ def close_after_response(request: web.BaseRequest) -> None:
     request.protocol.close()
 
 
+def keep_open(request: web.BaseRequest) -> None:
+    """Start a request with its connection kept open (`close_after_response` changes it).
+
+    `gateway.edge.Edge.admit` calls it for every request, so that `wants_close` finds
+    the key set and `request.get` raises no KeyError inside.
+    """
+    request[_CLOSE_AFTER] = False
+
+
 def wants_close(request: web.BaseRequest) -> bool:
     """Whether `close_after_response` was called for this request."""
     return bool(request.get(_CLOSE_AFTER, False))

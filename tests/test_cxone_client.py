@@ -248,6 +248,26 @@ async def test_expiry_triggers_refresh(
     assert fake.oidc_calls == 1  # discovery results are kept
 
 
+async def test_cached_base_and_token_only_while_no_refresh_is_due(
+    fake: FakeCxone, session: aiohttp.ClientSession, http: HttpPool, clock: FakeClock
+) -> None:
+    """`cached()` is the calls' shortcut: exactly what `token()` would give at once."""
+    client = client_for(session, http, settings(fake), clock)
+    auth = client.auth
+    assert auth.cached() is None  # nothing fetched, nothing discovered
+    await client.create_message("chan-1", {"n": 1})
+    base = f"{fake.origin}/api/dfo/3.0"
+    assert auth.cached() == (base, "tok-1")
+    clock.advance(3600 - 60 - 1)
+    assert auth.cached() == (base, "tok-1")
+    clock.advance(2)
+    assert auth.cached() is None  # due: the next call refreshes through token()
+    await client.create_message("chan-1", {"n": 2})
+    assert [c["auth"] for c in fake.dfo_calls] == ["Bearer tok-1", "Bearer tok-2"]
+    auth.invalidate("tok-2")
+    assert auth.cached() is None
+
+
 async def test_short_lifetime_refreshes_half_way(
     fake: FakeCxone, session: aiohttp.ClientSession, clock: FakeClock
 ) -> None:

@@ -126,6 +126,17 @@ class CxoneAuth:
             await self.token()
         return self.api_base
 
+    def cached(self) -> tuple[str, str] | None:
+        """(DFO base URL, token) while the token needs no refresh, else None.
+
+        Every message's CXone call needs both; while they are known this spares the
+        coroutines of `resolve_api_base` and `token` (three per inbound event).
+        """
+        current, base = self._current, self._api_base
+        if current is None or base is None or self._clock() >= current.refresh_at:
+            return None
+        return base, current.value
+
     async def token(self) -> str:
         """Return a valid access token; concurrent callers share one refresh."""
         current = self._current

@@ -83,11 +83,15 @@ class CxoneClient:
         """
         if not path.startswith("/"):
             raise ValueError(f"CXone path must start with '/': {path!r}")
-        base = await self.auth.resolve_api_base()
+        known = self.auth.cached()
+        if known is None:
+            base = await self.auth.resolve_api_base()
+            token = await self.auth.token()
+        else:
+            base, token = known
         url = base + path
         data = jsonutil.dumps(body) if body is not None else None
         what = f"{method} {path}"
-        token = await self.auth.token()
         status, headers, raw = await self._send(method, url, what, data, token, params)
         if status == 401 and refetch_on_401:  # CXone drops tokens early: fetch anew, once
             self.auth.invalidate(token)

@@ -344,7 +344,8 @@ class Workers:
                 return []
             path = path.replace("{contact_id}", _quote(contact))
         try:
-            await gw.cxone.auth.token()
+            if gw.cxone.auth.cached() is None:
+                await gw.cxone.auth.token()
         except UpstreamError as exc:  # no token: an outage of ours, not the message's fault
             await self._retry(job, owner, record, call, exc, "CXone authentication failed: ")
             return []

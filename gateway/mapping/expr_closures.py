@@ -187,7 +187,12 @@ def field_keys(node: dict[str, Any]) -> tuple[str, ...] | None:
 
 
 def path_closure(keys: tuple[str, ...]) -> Closure:
-    """What a chain of `field` closures computes: `.get` per key, None once one fails."""
+    """What a chain of `field` closures computes: `.get` per key, None once one fails.
+
+    A missing key ends the walk with None before the next `.get`: `None.get` would give
+    the same None through an AttributeError, which costs a microsecond to raise and
+    catch (the echo route's `data.author.id` on every direct message).
+    """
     if len(keys) == 1:
         (only,) = keys
 
@@ -203,7 +208,8 @@ def path_closure(keys: tuple[str, ...]) -> Closure:
 
         def path2(value: Any) -> Any:
             try:
-                return value.get(first).get(second)
+                value = value.get(first)
+                return None if value is None else value.get(second)
             except AttributeError:
                 return None
 
@@ -213,7 +219,11 @@ def path_closure(keys: tuple[str, ...]) -> Closure:
 
         def path3(value: Any) -> Any:
             try:
-                return value.get(a).get(b).get(c)
+                value = value.get(a)
+                if value is None:
+                    return None
+                value = value.get(b)
+                return None if value is None else value.get(c)
             except AttributeError:
                 return None
 
@@ -223,6 +233,8 @@ def path_closure(keys: tuple[str, ...]) -> Closure:
         try:
             for key in keys:
                 value = value.get(key)
+                if value is None:
+                    return None
         except AttributeError:
             return None
         return value

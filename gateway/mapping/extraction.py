@@ -63,12 +63,17 @@ def generate(pairs: Pairs, exact: bool) -> Callable[[Any], dict[str, Any]]:
         if name is None:
             parent = lookup(keys[:-1])
             name = known[keys] = f"p{len(known)}"
+            # a missing parent gives None without raising (None.get would, at a
+            # microsecond per AttributeError; expr_closures.path_closure does the same)
             lines.extend(
                 (
-                    "    try:",
-                    f"        {name} = {parent}.get({keys[-1]!r})",
-                    "    except AttributeError:",
+                    f"    if {parent} is None:",
                     f"        {name} = None",
+                    "    else:",
+                    "        try:",
+                    f"            {name} = {parent}.get({keys[-1]!r})",
+                    "        except AttributeError:",
+                    f"            {name} = None",
                 )
             )
         return name
