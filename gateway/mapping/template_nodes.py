@@ -299,7 +299,7 @@ def _finalize(value: Any, label: str) -> Any:
             return str(value)
         if isinstance(value, int | float):
             return value
-    if kind is dict or isinstance(value, Mapping):
+    if kind is dict or (kind is not list and isinstance(value, Mapping)):
         out: dict[str, Any] = {}
         for key, item in value.items():
             done = _finalize(item, label)
