@@ -103,6 +103,8 @@ class Edge:
 
     def admit(self, request: web.Request) -> web.Response | None:
         """None when the request may go on; else the error response to send instead."""
+        request[_BODY] = None
+        keep_open(request)  # first: the mTLS check below may ask for the close
         settings = self._get()
         if settings.allow:
             addr = client_ip(request, settings.trusted_proxies)
@@ -118,8 +120,6 @@ class Edge:
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         request[_DEADLINE] = loop.time() + settings.read_timeout
-        request[_BODY] = None
-        keep_open(request)
         return None
 
     @staticmethod
