@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import zlib
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import cast
@@ -273,6 +274,51 @@ def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
     return out
 
 
+class _Slots:
+    """How many requests may be in flight; the others wait their turn (first come first).
+
+    What `asyncio.Semaphore` does, without its cost on Python 3.11: an `async with` on it
+    runs two coroutines and builds a generator (`locked()`) per request, 1.3 µs against
+    0.15 here while a slot is free, which it nearly always is.
+    """
+
+    __slots__ = ("_free", "_loop", "_waiting")
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        self._free = limit
+        self._loop = loop
+        self._waiting: deque[asyncio.Future[None]] = deque()
+
+    def take(self) -> bool:
+        """Take a free slot at once; False when the caller must `wait` for one."""
+        if self._free > 0 and not self._waiting:
+            self._free -= 1
+            return True
+        return False
+
+    async def wait(self) -> None:
+        """Wait for a slot (`release` hands it over); cancelled, the slot goes on."""
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        self._waiting.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed over as this waiter was cancelled: pass it on
+            elif waiter in self._waiting:  # (`release` drops cancelled waiters it meets)
+                self._waiting.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        """Give a slot back: to the first waiter still waiting, else to the free ones."""
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
+
+
 class HttpPool:
     """Pooled keep-alive connections to any number of origins; create it in a cleanup context."""
 
@@ -284,7 +330,7 @@ class HttpPool:
         user_agent: str = USER_AGENT,
     ) -> None:
         self.loop = asyncio.get_running_loop()
-        self._slots = asyncio.Semaphore(limit)
+        self._slots = _Slots(limit, self.loop)
         self._idle: dict[_Origin, list[_Connection]] = {}  # per origin and TLS context
         self._open: set[_Connection] = set()
         self._idle_seconds = idle_seconds
@@ -320,7 +366,10 @@ class HttpPool:
         request = self._serialise(method, target, origin, headers, body)
         start = self.loop.time()
         deadline = start + timeouts.total
-        async with self._slots:
+        slots = self._slots
+        if not slots.take():
+            await slots.wait()
+        try:
             conn = self._reuse(origin)
             if conn is not None:
                 try:
@@ -335,6 +384,8 @@ class HttpPool:
                         raise
             conn = await self._connect(origin, timeouts, start)
             return await self._exchange(conn, request, max_body, upstream, deadline, timeouts)
+        finally:
+            slots.release()
 
     async def _exchange(
         self,

@@ -29,6 +29,7 @@ from gateway.http_pool import (
     HttpPool,
     UpstreamConnectError,
     UpstreamProtocolError,
+    _Slots,
 )
 from gateway.mapping import PlatformRequest, PlatformResponse
 from gateway.platform.client import PlatformClient
@@ -519,3 +520,50 @@ async def test_deflate_answers_wrapped_or_raw(serve: Serve, pool: HttpPool, wrap
 
     server = await serve(answer)
     assert (await call(pool, server.url + "/x")).body == text
+
+
+async def test_requests_cancelled_while_queued_for_a_slot_lose_no_slot(serve: Serve) -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow(seen: Seen, writer: asyncio.StreamWriter) -> None:
+        started.set()
+        await release.wait()
+        await reply_ok(seen, writer)
+
+    server = await serve(slow)
+    pool = HttpPool(limit=1)
+    try:
+        first = asyncio.create_task(call(pool, server.url + "/first"))
+        await started.wait()  # the only slot is taken
+        queued = [asyncio.create_task(call(pool, f"{server.url}/q{i}")) for i in range(3)]
+        await asyncio.sleep(0)  # all three wait for the slot
+        queued[0].cancel()  # cancelled while waiting
+        release.set()
+        await first
+        queued[1].cancel()  # cancelled as its turn comes (waiting, or already sending)
+        assert (await queued[2]).body == b'{"echo":"/q2"}'
+        for task in queued[:2]:
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        answers = await asyncio.gather(*(call(pool, f"{server.url}/n{i}") for i in range(3)))
+        assert [a.status for a in answers] == [200, 200, 200]  # the slot is still there
+    finally:
+        await pool.close()
+
+
+async def test_slots_hand_on_what_a_cancelled_waiter_was_given() -> None:
+    slots = _Slots(1, asyncio.get_running_loop())
+    assert slots.take() and not slots.take()
+    given = asyncio.create_task(slots.wait())
+    gone = asyncio.create_task(slots.wait())
+    after = asyncio.create_task(slots.wait())
+    await asyncio.sleep(0)  # all three wait, in this order
+    gone.cancel()  # cancelled before its turn: `release` skips it
+    slots.release()  # the slot goes to `given` ...
+    given.cancel()  # ... cancelled before it resumed: it hands the slot on
+    await asyncio.gather(given, gone, return_exceptions=True)
+    await asyncio.wait_for(after, 5)  # `after` holds the only slot now
+    assert not slots.take()
+    slots.release()
+    assert slots.take()  # and it came back

@@ -143,8 +143,7 @@ async def test_unknown_paths_and_methods_answer_json_in_the_request_context(worl
     assert sample(families, "byoc_http_requests_total", **unmatched, status="404") == 1
     assert sample(families, "byoc_http_requests_total", **unmatched, status="405") == 2
     assert (
-        sample(families, "byoc_http_requests_total", listener="platform", endpoint="webhook")
-        == 1
+        sample(families, "byoc_http_requests_total", listener="platform", endpoint="webhook") == 1
     )
     assert sample(families, "byoc_http_requests_total", endpoint="/healthz") == 2
 
