@@ -53,13 +53,13 @@ class Name(Node):
 
     def render(self, context: Mapping[str, Any]) -> Any:
         try:
-            return _finalize(context[self.name], self.label)
+            return finalize(context[self.name], self.label)
         except KeyError:
             pass
-        found = environment("native").globals.get(self.name, _MISSING)
-        if found is _MISSING:
+        found = environment("native").globals.get(self.name, MISSING)
+        if found is MISSING:
             raise RenderError(_missing(self.name, self.label))
-        return _finalize(found, self.label)
+        return finalize(found, self.label)
 
 
 class DefaultName(Node):
@@ -79,12 +79,12 @@ class DefaultName(Node):
         self.otherwise = otherwise  # the fallback when it is not a constant
 
     def render(self, context: Mapping[str, Any]) -> Any:
-        value = context.get(self.name, _MISSING)
-        if value is not _MISSING:
-            return _finalize(value, self.label)
+        value = context.get(self.name, MISSING)
+        if value is not MISSING:
+            return finalize(value, self.label)
         if self.otherwise is not None:
             return self.otherwise.render(context)
-        return _finalize(self.fallback, self.label)
+        return finalize(self.fallback, self.label)
 
 
 class Native(Node):
@@ -117,7 +117,7 @@ class Native(Node):
             result = ctx.vars["result"]
         except Exception as exc:
             raise RenderError(_explain(exc, self.label)) from None
-        return _finalize(result, self.label)
+        return finalize(result, self.label)
 
 
 class IfDefined(Node):
@@ -149,11 +149,11 @@ class IfDefined(Node):
         self._globals = globals_  # the environment's own, never changed after setup
 
     def render(self, context: Mapping[str, Any]) -> Any:
-        value = context.get(self.name, _MISSING)
-        if value is _MISSING:
-            value = self._globals.get(self.name, _MISSING)
-        if value is _MISSING or (self.truthy and not value):
-            return _finalize(self.fallback, self.label)
+        value = context.get(self.name, MISSING)
+        if value is MISSING:
+            value = self._globals.get(self.name, MISSING)
+        if value is MISSING or (self.truthy and not value):
+            return finalize(self.fallback, self.label)
         return self.then.render(context)
 
 
@@ -202,10 +202,10 @@ class Concat(Node):
                 if type(part) is str:
                     out.append(part)
                     continue
-                value = context.get(part, _MISSING)
-                if value is _MISSING:
-                    value = self._globals.get(part, _MISSING)
-                if value is _MISSING:
+                value = context.get(part, MISSING)
+                if value is MISSING:
+                    value = self._globals.get(part, MISSING)
+                if value is MISSING:
                     value = self._undefined(name=str(part))
                 out.append(str(self._finalize(value)))  # type: ignore[misc]
         except Exception as exc:
@@ -217,11 +217,15 @@ class DictNode(Node):
     """An object of leaves; `{{ field }}` and `{{ field | default(x) }}` leaves are inlined.
 
     Both start by looking `field` up and, when it is there, finalise its value: done here,
-    with the check of `_finalize` for plain values, a leaf costs no call of its own. A
+    with the check of `finalize` for plain values, a leaf costs no call of its own. A
     missing field goes to the leaf itself (the fallback, the globals, the error).
+
+    `render` runs the function `gateway.mapping.template_code` generates for the whole
+    object at its first render; `interpret` is the same walk, node by node (its
+    definition, which the tests hold the generated function to).
     """
 
-    __slots__ = ("_plan", "items")
+    __slots__ = ("_plan", "_run", "items")
 
     def __init__(self, items: list[tuple[str, Node]]) -> None:
         self.items = items
@@ -229,19 +233,28 @@ class DictNode(Node):
             (key, node.name if type(node) is Name or type(node) is DefaultName else None, node)
             for key, node in items
         ]
+        self._run: Callable[[Mapping[str, Any]], Any] | None = None  # generated when used
 
     def render(self, context: Mapping[str, Any]) -> Any:
+        run = self._run
+        if run is None:
+            from gateway.mapping.template_code import generate  # it builds on these nodes
+
+            run = self._run = generate(self)
+        return run(context)
+
+    def interpret(self, context: Mapping[str, Any]) -> Any:
         out: dict[str, Any] = {}
         get = context.get
         for key, name, node in self._plan:
             if name is None:
-                value = node.render(context)
+                value = interpreted(node, context)
             else:
-                value = get(name, _MISSING)
-                if value is _MISSING:
+                value = get(name, MISSING)
+                if value is MISSING:
                     value = node.render(context)
                 elif value is not None and type(value) not in PLAIN_SCALARS:
-                    value = _finalize(value, node.label)  # type: ignore[attr-defined]
+                    value = finalize(value, node.label)  # type: ignore[attr-defined]
             if value is not OMIT:
                 out[key] = value
         return out
@@ -256,8 +269,18 @@ class ListNode(Node):
     def render(self, context: Mapping[str, Any]) -> Any:
         return [v for v in (n.render(context) for n in self.items) if v is not OMIT]
 
+    def interpret(self, context: Mapping[str, Any]) -> Any:
+        return [v for v in (interpreted(n, context) for n in self.items) if v is not OMIT]
 
-_MISSING = object()
+
+def interpreted(node: Node, context: Mapping[str, Any]) -> Any:
+    """`node.render(context)` with no generated code anywhere in it (the reference)."""
+    if isinstance(node, DictNode | ListNode):
+        return node.interpret(context)
+    return node.render(context)
+
+
+MISSING = object()
 # JSON scalars a payload takes as they are (their subclasses are converted)
 PLAIN_SCALARS = (str, int, float, bool)
 
@@ -282,7 +305,7 @@ def _explain(exc: BaseException, label: str) -> str:
     return f"{label}: {type(exc).__name__}: {exc}"
 
 
-def _finalize(value: Any, label: str) -> Any:
+def finalize(value: Any, label: str) -> Any:
     """Turn a native result into plain JSON-like data, dropping `omit` inside containers."""
     kind = type(value)
     if value is None or value is OMIT or kind in PLAIN_SCALARS:
@@ -302,14 +325,14 @@ def _finalize(value: Any, label: str) -> Any:
     if kind is dict or (kind is not list and isinstance(value, Mapping)):
         out: dict[str, Any] = {}
         for key, item in value.items():
-            done = _finalize(item, label)
+            done = finalize(item, label)
             if done is not OMIT:
                 out[key if isinstance(key, str) else values.to_str(key) or ""] = done
         return out
     if kind is list or isinstance(value, list | tuple | Iterator):
         items: list[Any] = []
         for item in value:
-            done = _finalize(item, label)
+            done = finalize(item, label)
             if done is not OMIT:
                 items.append(done)
         return items
