@@ -94,6 +94,7 @@ class Webhook:
         self.levels = levels
         self.dedupe = dedupe
         self.handshakes = handshakes
+        self._handshake_methods = frozenset(hs.method for hs in handshakes)
         self.response = response
         self.vars = variables
 
@@ -127,7 +128,7 @@ class Webhook:
         self, method: str, query: Mapping[str, str], headers: Mapping[str, str], body: Any | None
     ) -> HandshakeReply | None:
         """Answer a subscription handshake, or return None when this is not one."""
-        if not any(hs.method == method.upper() for hs in self.handshakes):
+        if method.upper() not in self._handshake_methods:
             return None  # nearly every request: spare building the scope
         lowered = {k.lower(): v for k, v in headers.items()}
         scope = {"method": method.upper(), "query": dict(query), "headers": lowered, "body": body}
