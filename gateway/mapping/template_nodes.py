@@ -225,14 +225,10 @@ class DictNode(Node):
     definition, which the tests hold the generated function to).
     """
 
-    __slots__ = ("_plan", "_run", "items")
+    __slots__ = ("_run", "items")
 
     def __init__(self, items: list[tuple[str, Node]]) -> None:
         self.items = items
-        self._plan = [
-            (key, node.name if type(node) is Name or type(node) is DefaultName else None, node)
-            for key, node in items
-        ]
         self._run: Callable[[Mapping[str, Any]], Any] | None = None  # generated when used
 
     def render(self, context: Mapping[str, Any]) -> Any:
@@ -246,15 +242,15 @@ class DictNode(Node):
     def interpret(self, context: Mapping[str, Any]) -> Any:
         out: dict[str, Any] = {}
         get = context.get
-        for key, name, node in self._plan:
-            if name is None:
+        for key, node in self.items:
+            if type(node) is not Name and type(node) is not DefaultName:
                 value = interpreted(node, context)
             else:
-                value = get(name, MISSING)
+                value = get(node.name, MISSING)
                 if value is MISSING:
                     value = node.render(context)
                 elif value is not None and type(value) not in PLAIN_SCALARS:
-                    value = finalize(value, node.label)  # type: ignore[attr-defined]
+                    value = finalize(value, node.label)
             if value is not OMIT:
                 out[key] = value
         return out
