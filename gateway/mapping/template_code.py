@@ -8,7 +8,7 @@ render), one Python function doing the same steps in the same order, with the ob
 and lists built in place and the `{{ field }}` / `{{ field | default(x) }}` leaves of
 objects inlined as `DictNode` inlines them; every other leaf (and every leaf of a list)
 is called as it is (`node.render`), so values, `omit` and error messages are exactly
-the interpreted tree's. tests/test_mapping_templates.py checks the generated function
+the interpreted tree's. tests/test_mapping_template_code.py checks the generated function
 against `DictNode.interpret` on every template of the shipped mappings and on contexts
 built to hit each branch.
 
