@@ -153,7 +153,7 @@ def _reference_value(name: str, env: Mapping[str, str], base_dir: Path) -> str |
 
 def inbound_item(m: CompiledMapping, item: InboundItem) -> dict[str, Any]:
     """Route one item; say which route matched (and what each `when` gave) or why none did."""
-    view: dict[str, Any] = {"index": item.index, "tried": trace_inbound(m, item)}
+    view: dict[str, Any] = {"index": item.position, "tried": trace_inbound(m, item)}
     try:
         routed = m.route_inbound(item)
     except MappingRuntimeError as exc:

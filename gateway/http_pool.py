@@ -38,7 +38,7 @@ import zlib
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import cast
+from typing import NamedTuple, cast
 
 import httptools
 import yarl
@@ -68,8 +68,7 @@ class _ClosedUnanswered(UpstreamProtocolError):
     """The connection closed before a single byte of the answer arrived."""
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+class Answer(NamedTuple):
     """A complete HTTP answer: status, headers (case-insensitive) and the whole body."""
 
     status: int

@@ -178,7 +178,7 @@ def test_nested_batches_reach_their_ancestors(nested: CompiledMapping) -> None:
         ],
     }
     items = nested.split(payload, headers={"X-Hub-Signature-256": "sha256=ab"}, query={})
-    assert [i.index for i in items] == [0, 1, 2]
+    assert [i.position for i in items] == [0, 1, 2]
     assert items[0].parents[1]["id"] == "acct-1"
     assert items[0].parent is items[0].parents[0]
     results = [nested.route_inbound(i) for i in items]
@@ -469,7 +469,7 @@ def test_reroute_from_a_stored_item(nested: CompiledMapping) -> None:
         ],
     }
     (item,) = nested.split(payload, headers={}, query={})
-    again = InboundItem(item.item, item.parent, item.delivery, item.index, {}, {})
+    again = InboundItem(item.item, item.parent, item.delivery, item.position, {}, {})
     first, second = nested.route_inbound(item), nested.route_inbound(again)
     assert isinstance(first, InboundCall) and isinstance(second, InboundCall)
     assert first.fields["author_name"] == second.fields["author_name"] == "Ann"

@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote, urlencode
 
 from gateway import jsonutil
@@ -32,8 +31,7 @@ _MESSAGE_KEYS = ("error_description", "message", "errorMessage", "detail", "titl
 _CODE_KEYS = ("error", "code", "errorCode")
 
 
-@dataclass(frozen=True)
-class CxoneResult:
+class CxoneResult(NamedTuple):
     """A successful (2xx) CXone answer; `body` is parsed JSON, or None when empty or not JSON."""
 
     status: int

@@ -7,15 +7,13 @@ once, with the mapping version that accepted it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from gateway import jsonutil
 from gateway.mapping import CompiledMapping, InboundCall, InboundItem
 
 
-@dataclass(frozen=True)
-class InboundJob:
+class InboundJob(NamedTuple):
     """The decoded payload of a queued inbound event."""
 
     mapping: str
@@ -24,7 +22,7 @@ class InboundJob:
     item: Any
     parent: Any
     delivery: Any
-    index: int
+    position: int  # in its delivery
     call: InboundCall | None
     error: str | None = None
 
@@ -46,7 +44,7 @@ class InboundJob:
             item.item,
             item.parent if keep else None,
             item.delivery if keep else None,
-            item.index,
+            item.position,
             call,
             error,
         )
@@ -62,7 +60,7 @@ class InboundJob:
                 "item": self.item,
                 "parent": self.parent,
                 "delivery": self.delivery,
-                "index": self.index,
+                "index": self.position,
                 "error": self.error,
                 "call": None
                 if call is None
@@ -108,7 +106,7 @@ class InboundJob:
             item=d["item"],
             parent=d.get("parent"),
             delivery=d.get("delivery"),
-            index=int(d.get("index", 0)),
+            position=int(d.get("index", 0)),
             call=call,
             error=d.get("error"),
         )
@@ -118,7 +116,7 @@ class InboundJob:
             item=self.item,
             parent=self.parent,
             delivery=self.delivery,
-            index=self.index,
+            position=self.position,
             headers={},
             query={},
         )

@@ -36,7 +36,7 @@ from collections.abc import Generator, Sequence
 from contextlib import AbstractAsyncContextManager, suppress
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
 from gateway.clock import Clock, system_clock
 from gateway.errors import GatewayError, StoreError
@@ -52,8 +52,7 @@ REFRESH_MEMO_SIZE = 50_000  # records kv_refresh remembers (about 10 MB at most)
 __all__ = ["DeadLetter", "Job", "LockHandle", "NewJob", "Store", "open_store"]
 
 
-@dataclass(frozen=True)
-class Job:
+class Job(NamedTuple):
     """A claimed job: the head of its thread, leased to one owner."""
 
     id: str
@@ -63,8 +62,7 @@ class Job:
     enqueued_at: float
 
 
-@dataclass(frozen=True)
-class NewJob:
+class NewJob(NamedTuple):
     """A job to enqueue."""
 
     thread_key: str

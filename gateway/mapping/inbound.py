@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 from urllib.parse import quote
@@ -83,7 +83,7 @@ class InboundRouter:
         """
         with evaluation(self._context(item)):
             chosen = self._prepare(item)
-            if not isinstance(chosen, tuple):
+            if isinstance(chosen, Ignored):
                 return chosen
             route, fields, dedupe_key = chosen
         if route.deferred:
@@ -102,7 +102,7 @@ class InboundRouter:
         """Route and render one item completely, running the route's lookups through `io`."""
         with evaluation(self._context(item)), media_signing(io.media_url):
             chosen = self._prepare(item)
-            if not isinstance(chosen, tuple):
+            if isinstance(chosen, Ignored):
                 return chosen
             route, fields, dedupe_key = chosen
             outcomes: tuple[LookupOutcome, ...] = ()
@@ -115,7 +115,7 @@ class InboundRouter:
             except ExpressionError as exc:
                 raise MappingRuntimeError(self.mapping, route.name, f"state: {exc}") from None
             call = self._render(route, fields, dedupe_key)
-        return replace(call, state=state, lookups=outcomes)
+        return call._replace(state=state, lookups=outcomes)
 
     def _context(self, item: InboundItem) -> EvalContext:
         parents = item.parents or ((item.parent,) if item.parent is not None else ())

@@ -116,8 +116,8 @@ class CompiledMapping:
             found = self.split(item.delivery, headers=item.headers, query=item.query)
         except MappingRuntimeError:
             return item
-        if item.index < len(found) and found[item.index].item == item.item:
-            return replace(item, parents=found[item.index].parents)
+        if item.position < len(found) and found[item.position].item == item.item:
+            return item._replace(parents=found[item.position].parents)
         return item
 
     # -- CXone side ---------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from gateway.errors import UnprocessableEntity
@@ -115,21 +115,19 @@ class HandshakeReply:
     body: bytes
 
 
-@dataclass(frozen=True)
-class InboundItem:
+class InboundItem(NamedTuple):
     """One event of a delivery, with what surrounds it."""
 
     item: Any
     parent: Any
     delivery: Any
-    index: int
+    position: int  # in the delivery, from 0
     headers: Mapping[str, str]
     query: Mapping[str, str]
     parents: tuple[Any, ...] = ()  # nearest first (nested `foreach` levels)
 
 
-@dataclass(frozen=True)
-class Ignored:
+class Ignored(NamedTuple):
     """An item acknowledged and counted but not forwarded."""
 
     mapping: str
@@ -137,8 +135,7 @@ class Ignored:
     dedupe_key: str | None
 
 
-@dataclass(frozen=True)
-class InboundCall:
+class InboundCall(NamedTuple):
     """A rendered call to CXone for one inbound item."""
 
     mapping: str
@@ -251,8 +248,7 @@ class OutboundPlan:
     pending_uploads: tuple[Mapping[str, Any], ...] = ()
 
 
-@dataclass(frozen=True)
-class PlatformResponse:
+class PlatformResponse(NamedTuple):
     """What the platform answered to one request."""
 
     status: int
