@@ -7,7 +7,6 @@ delivered twice within the idempotency window posts once and gets the same answe
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import hashlib
 import logging
@@ -369,7 +368,7 @@ async def _with_state(
     if thread is None:
         return ctx
     state = await thread_state.load(gw.store, mapping.name, ctx.channel, thread, gw.clock())
-    return dataclasses.replace(ctx, state=state)
+    return ctx._replace(state=state)
 
 
 def _platform_thread(
@@ -384,9 +383,9 @@ def _platform_thread(
     (from the same responses, nothing is sent) to read the route's platform_thread_id.
     """
     if plan.ctx.endpoint != "outbound":
-        ctx = dataclasses.replace(plan.ctx, endpoint="outbound")
+        ctx = plan.ctx._replace(endpoint="outbound")
         try:
-            result = mapping.complete_outbound(dataclasses.replace(plan, ctx=ctx), responses)
+            result = mapping.complete_outbound(plan._replace(ctx=ctx), responses)
         except GatewayError:
             return None
     return threads.thread_of(result)

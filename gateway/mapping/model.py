@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal, NamedTuple, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -167,11 +168,10 @@ class StateValue:
     expires_at: float | None = None  # epoch seconds the message itself gives, if earlier
 
 
-@dataclass(frozen=True)
-class ThreadState:
+class ThreadState(NamedTuple):
     """The values stored under a thread, as an outbound route sees them."""
 
-    values: Mapping[str, Any] = field(default_factory=dict)
+    values: Mapping[str, Any] = MappingProxyType({})
     expired: frozenset[str] = frozenset()  # stored once, since expired
 
 
@@ -187,8 +187,7 @@ class LookupOutcome:
     reason: str = ""
 
 
-@dataclass(frozen=True)
-class OutboundContext:
+class OutboundContext(NamedTuple):
     """A call CXone made to the gateway (reply or sender action)."""
 
     kind: Kind
@@ -197,18 +196,17 @@ class OutboundContext:
     channel_id: str
     params: Mapping[str, str]
     body: Any
-    state: ThreadState = field(default_factory=ThreadState)  # loaded before routing
+    state: ThreadState = ThreadState()  # loaded before routing
 
 
-@dataclass(frozen=True)
-class PlatformRequest:
+class PlatformRequest(NamedTuple):
     """One rendered request to the platform; repr masks credentials and hides the body."""
 
     method: str
     url: str
     headers: Mapping[str, str]
     body: bytes | None
-    masked: tuple[str, ...] = field(default=(), repr=False, compare=False)  # names to mask
+    masked: tuple[str, ...] = ()  # header and query names to mask in the repr
 
     def __repr__(self) -> str:
         masked = {m.lower() for m in self.masked} | {"authorization", "proxy-authorization"}
@@ -219,7 +217,7 @@ class PlatformRequest:
             f"headers={headers!r}, body={size})"
         )
 
-    __str__ = __repr__
+    # str() is this repr: a tuple has no __str__ of its own
 
 
 def mask_url(url: str, names: set[str]) -> str:
@@ -234,8 +232,7 @@ def mask_url(url: str, names: set[str]) -> str:
     return urlunsplit(parts._replace(query=urlencode(pairs, safe="*")))
 
 
-@dataclass(frozen=True)
-class OutboundPlan:
+class OutboundPlan(NamedTuple):
     """The requests one CXone call turns into (several when a long text is split)."""
 
     mapping: str

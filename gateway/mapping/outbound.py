@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
 
@@ -169,7 +169,7 @@ class OutboundRouter:
             self.error_for,
         )
         requests = self._requests(route, plan.fields, root, {"uploads": uploads})
-        return replace(plan, requests=requests, pending_uploads=())
+        return plan._replace(requests=requests, pending_uploads=())
 
     def _requests(
         self,

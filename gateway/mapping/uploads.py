@@ -12,7 +12,7 @@ from __future__ import annotations
 import fnmatch
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -71,7 +71,7 @@ class UploadSpec:
         if self.format == "raw":
             body, kind = file.content, file.content_type
             if any(k.lower() == "content-type" for k in headers):
-                return replace(base, body=body)  # the route says which type to send
+                return base._replace(body=body)  # the route says which type to send
         else:
             tree = self.fields.render(context) if self.fields is not None else {}
             if not isinstance(tree, dict):
@@ -80,7 +80,7 @@ class UploadSpec:
             body, kind = multipart(tree, self.file_field, name, file)
             headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
         headers["Content-Type"] = kind
-        return replace(base, headers=headers, body=body)
+        return base._replace(headers=headers, body=body)
 
 
 def compile_upload(spec: Mapping[str, Any], where: str, problems: Problems) -> UploadSpec:
