@@ -37,7 +37,6 @@ import ssl
 import zlib
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import NamedTuple, cast
 
 import httptools
@@ -76,8 +75,7 @@ class Answer(NamedTuple):
     body: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class _Origin:
+class _Origin(NamedTuple):
     """Where a connection goes, TLS context included; the key of the pool's idle lists."""
 
     scheme: str

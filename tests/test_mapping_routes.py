@@ -520,3 +520,32 @@ def test_attachment_types_are_told_by_the_extension(
         nested.route_outbound(reply("dm", "x", attachments=[attachment]))
     ok = {"url": "https://f/photo.JPG", "friendlyName": "photo.JPG"}
     assert nested.route_outbound(reply("dm", "x", attachments=[ok])).requests
+
+
+def test_a_foreach_that_calls_functions_sees_the_delivery(tmp_path: Path) -> None:
+    # a plain `foreach` path is evaluated without the context functions' scope; one that
+    # calls them (vars(), headers()) must still see the delivery it splits
+    text = (
+        (FIXTURES / "minimal.yaml")
+        .read_text()
+        .replace(
+            "webhook:\n  path: /webhooks/minimal\n",
+            "vars: {wanted: dm}\n"
+            "webhook:\n  path: /webhooks/minimal\n"
+            '  foreach: "events[?box == vars().wanted || box == headers().\\"x-box\\"]"\n',
+        )
+    )
+    path = tmp_path / "filtered.yaml"
+    path.write_text(text, encoding="utf-8")
+    mapping = load_mapping(path, check_secrets=False)
+    event = {"kind": "msg", "chat": "c1", "text": "hi", "ts": 1764158400, "from": "u1"}
+    payload = {
+        "events": [
+            {**event, "id": "a", "box": "dm"},
+            {**event, "id": "b", "box": "spam"},
+            {**event, "id": "c", "box": "vip"},
+        ]
+    }
+    items = mapping.split(payload, headers={"X-Box": "vip"}, query={})
+    assert [i.item["id"] for i in items] == ["a", "c"]
+    assert [i.position for i in items] == [0, 1]

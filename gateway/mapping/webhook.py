@@ -92,6 +92,7 @@ class Webhook:
         self.mapping = mapping
         self.spec = spec
         self.levels = levels
+        self._plain_levels = all(level.plain is not None for level in levels)
         self.dedupe = dedupe
         self.handshakes = handshakes
         self._handshake_methods = frozenset(hs.method for hs in handshakes)
@@ -163,27 +164,35 @@ class Webhook:
         plain_query = dict(query)
         if not self.levels:
             return [InboundItem(payload, None, payload, 0, lowered, plain_query, ())]
-        nodes: list[tuple[Any, tuple[Any, ...]]] = [(payload, ())]
-        with evaluation(EvalContext(self.vars, (), payload, lowered, plain_query)):
-            for depth, level in enumerate(self.levels):
-                expanded: list[tuple[Any, tuple[Any, ...]]] = []
-                for node, parents in nodes:
-                    try:
-                        found = level.search(node)
-                    except ExpressionError as exc:
-                        raise MappingRuntimeError(self.mapping, "(foreach)", str(exc)) from None
-                    if found is None and depth == 0:
-                        # the mapping says where a delivery's items are; no items there at
-                        # all means this is not a delivery of this platform
-                        raise BadRequest(
-                            f"the delivery has no `{level.source}`", code="invalid_delivery"
-                        )
-                    if found is None:
-                        continue
-                    children = found if isinstance(found, list) else [found]
-                    expanded.extend((child, (node, *parents)) for child in children)
-                nodes = expanded
+        if self._plain_levels:  # plain paths (`events`) call no function: no context to set
+            nodes = self._expand(payload)
+        else:
+            with evaluation(EvalContext(self.vars, (), payload, lowered, plain_query)):
+                nodes = self._expand(payload)
         return [
             InboundItem(item, parents[0], payload, index, lowered, plain_query, parents)
             for index, (item, parents) in enumerate(nodes)
         ]
+
+    def _expand(self, payload: Any) -> list[tuple[Any, tuple[Any, ...]]]:
+        """The items along `foreach`, each with its ancestors (nearest first)."""
+        nodes: list[tuple[Any, tuple[Any, ...]]] = [(payload, ())]
+        for depth, level in enumerate(self.levels):
+            expanded: list[tuple[Any, tuple[Any, ...]]] = []
+            for node, parents in nodes:
+                try:
+                    found = level.search(node)
+                except ExpressionError as exc:
+                    raise MappingRuntimeError(self.mapping, "(foreach)", str(exc)) from None
+                if found is None and depth == 0:
+                    # the mapping says where a delivery's items are; no items there at
+                    # all means this is not a delivery of this platform
+                    raise BadRequest(
+                        f"the delivery has no `{level.source}`", code="invalid_delivery"
+                    )
+                if found is None:
+                    continue
+                children = found if isinstance(found, list) else [found]
+                expanded.extend((child, (node, *parents)) for child in children)
+            nodes = expanded
+        return nodes
