@@ -475,18 +475,21 @@ def test_reroute_from_a_stored_item(nested: CompiledMapping) -> None:
     assert first.fields["author_name"] == second.fields["author_name"] == "Ann"
 
 
+def minimal_with(tmp_path: Path, old: str, new: str) -> CompiledMapping:
+    """The minimal fixture mapping with `old` replaced by `new`, loaded."""
+    text = (FIXTURES / "minimal.yaml").read_text()
+    assert old in text
+    path = tmp_path / "changed.yaml"
+    path.write_text(text.replace(old, new), encoding="utf-8")
+    return load_mapping(path, check_secrets=False)
+
+
 def test_a_templated_method_must_give_an_http_method(tmp_path: Path) -> None:
-    text = (
-        (FIXTURES / "minimal.yaml")
-        .read_text()
-        .replace(
-            'path: "/chats/{{ thread_id }}/send"',
-            "method: \"{{ 'PUT' if text == 'put' else text }}\"\n      path: /x",
-        )
+    mapping = minimal_with(
+        tmp_path,
+        'path: "/chats/{{ thread_id }}/send"',
+        "method: \"{{ 'PUT' if text == 'put' else text }}\"\n      path: /x",
     )
-    path = tmp_path / "method.yaml"
-    path.write_text(text, encoding="utf-8")
-    mapping = load_mapping(path, check_secrets=False)
     assert mapping.route_outbound(reply("dm", "put")).requests[0].method == "PUT"
     assert mapping.route_outbound(reply("dm", "delete")).requests[0].method == "DELETE"
     with pytest.raises(MappingRuntimeError, match=r"request.method rendered to 'HEAD'"):
@@ -525,19 +528,13 @@ def test_attachment_types_are_told_by_the_extension(
 def test_a_foreach_that_calls_functions_sees_the_delivery(tmp_path: Path) -> None:
     # a plain `foreach` path is evaluated without the context functions' scope; one that
     # calls them (vars(), headers()) must still see the delivery it splits
-    text = (
-        (FIXTURES / "minimal.yaml")
-        .read_text()
-        .replace(
-            "webhook:\n  path: /webhooks/minimal\n",
-            "vars: {wanted: dm}\n"
-            "webhook:\n  path: /webhooks/minimal\n"
-            '  foreach: "events[?box == vars().wanted || box == headers().\\"x-box\\"]"\n',
-        )
+    mapping = minimal_with(
+        tmp_path,
+        "webhook:\n  path: /webhooks/minimal\n",
+        "vars: {wanted: dm}\n"
+        "webhook:\n  path: /webhooks/minimal\n"
+        '  foreach: "events[?box == vars().wanted || box == headers().\\"x-box\\"]"\n',
     )
-    path = tmp_path / "filtered.yaml"
-    path.write_text(text, encoding="utf-8")
-    mapping = load_mapping(path, check_secrets=False)
     event = {"kind": "msg", "chat": "c1", "text": "hi", "ts": 1764158400, "from": "u1"}
     payload = {
         "events": [
