@@ -53,8 +53,12 @@ def contextual(listener: str, edge: Edge, routes: Iterable[web.RouteDef]) -> lis
 
 def wrap(listener: str, edge: Edge, handler: Handler) -> Handler:
     """`handler` with the request context of `listener` around it (module docstring)."""
+    # the access metric's endpoint label: the route's path pattern, the same for every
+    # request this handler serves (one wrapper per route), read from the first one
+    endpoint = ""
 
     async def in_context(request: web.Request) -> web.StreamResponse:
+        nonlocal endpoint
         incoming = request.headers.get("X-Request-Id", "")
         rid = incoming if _RID.match(incoming) else unique_id(16)
         token = request_id.set(rid)
@@ -79,9 +83,9 @@ def wrap(listener: str, edge: Edge, handler: Handler) -> Handler:
             return response
         finally:
             request_id.reset(token)
-            request.app[GATEWAY].metrics.requests.labels(
-                listener, _endpoint(listener, request), str(status)
-            ).inc()
+            if not endpoint:
+                endpoint = _endpoint(listener, request)
+            request.app[GATEWAY].metrics.requests.labels(listener, endpoint, str(status)).inc()
 
     return in_context
 
