@@ -167,7 +167,9 @@ class _Inflater:
 
 
 def _inflater(header: str | None) -> _Inflater | None:
-    codings = [c.strip().lower() for c in (header or "").split(",")]
+    if not header:  # nearly every request: no parsing
+        return None
+    codings = [c.strip().lower() for c in header.split(",")]
     codings = [c for c in codings if c and c != "identity"]
     if not codings:
         return None
