@@ -554,6 +554,34 @@ async def test_a_checkpoint_of_a_short_wal_never_holds_up_the_writers(
     assert 1000 < frames < sqlite_batches.WAL_RESTART_FRAMES  # copied, not started over
 
 
+async def test_a_large_database_lets_its_wal_grow_longer_before_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The RESTART's fsync grows with the file; a larger file restarts its WAL more rarely.
+
+    The same WAL that a small database starts over (the test above) is left to grow in a
+    database four times its length or more, and the threshold keeps its floor below.
+    """
+    assert sqlite_batches._restart_frames(0) == sqlite_batches.WAL_RESTART_FRAMES
+    assert sqlite_batches._restart_frames(400_000) == 100_000
+    monkeypatch.setattr(sqlite_batches, "CHECKPOINT_EVERY", 10**9)  # started by hand
+    monkeypatch.setattr(sqlite_batches, "WAL_RESTART_FRAMES", 100)
+    path = tmp_path / "g.db"
+    async with SqliteStore(path, clock=FakeClock()) as store:
+        for i in range(1_000):  # about 3,000 pages of keys, then an empty WAL
+            await store.kv_set("big", str(i), b"v" * 12_000, None)
+        side = sqlite3.connect(path)
+        try:
+            side.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            ((pages,),) = side.execute("PRAGMA page_count").fetchall()
+        finally:
+            side.close()
+        assert pages > 2_400
+        await _write_through_a_checkpoint(store, before=100)
+        frames = _wal_frames(path)
+    assert 100 < frames < pages // 4, f"{frames} frames of {pages} pages: restarted"
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice is Linux's")
 async def test_the_passive_checkpoint_runs_at_background_priority_off_the_store_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
