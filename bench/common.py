@@ -306,6 +306,18 @@ def cli_has_loop_flag() -> bool:
 # --------------------------------------------------------------------------- processes
 
 
+def split_system(name: str) -> tuple[str, str, Path]:
+    """`gateway-memory@DIR` -> ("gateway", "memory", DIR); the store "" when unnamed, the
+    checkout this one when no `@DIR` (DIR: another checkout, e.g. a worktree of an earlier
+    commit, whose code runs beside this one's)."""
+    system, _, elsewhere = name.partition("@")
+    kind, _, store = system.partition("-")
+    root = Path(elsewhere).resolve() if elsewhere else ROOT
+    if not (root / "gateway" / "cli.py").is_file():
+        raise SystemExit(f"{name}: {root} is not a checkout of byoc-gateway")
+    return kind, store, root
+
+
 def pin(cpus: set[int] | None) -> Any:
     """A preexec_fn that pins the child to `cpus` (None: no pinning)."""
     if not cpus:
@@ -359,19 +371,21 @@ def start(
     *,
     env: Mapping[str, str] | None = None,
     cpus: set[int] | None = None,
+    root: Path = ROOT,
 ) -> Child:
-    """Start a child with its output in `log_dir/<name>.log`."""
+    """Start a child with its output in `log_dir/<name>.log`, its code from `root`
+    (another checkout of the project: a `gateway@DIR` system of `bench.run`)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{name}.log"
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
+    full_env["PYTHONPATH"] = str(root) + os.pathsep + full_env.get("PYTHONPATH", "")
     with log.open("ab") as out:
         proc = subprocess.Popen(
             list(cmd),
             stdout=out,
             stderr=subprocess.STDOUT,
             env=full_env,
-            cwd=ROOT,
+            cwd=root,
             preexec_fn=pin(cpus),
         )
     return Child(name, proc, log)

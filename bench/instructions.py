@@ -38,6 +38,7 @@ from bench.common import (
     collect_arrivals,
     cpu_sets,
     pin,
+    split_system,
     start,
     start_sinks,
     system_command,
@@ -87,7 +88,7 @@ class Run:
             started.append(sinks.child)
             self.sinks_url = sinks.cxone_url
             pp, cp = free_port(), free_port()
-            kind, _, store = args.system.partition("-")
+            kind, store, root = split_system(args.system)
             cmd = system_command(
                 kind,
                 self.out / "gateway",
@@ -98,7 +99,7 @@ class Run:
             )
             cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={counts}", *cmd]
             env = bench_env(sinks.platform_api, sinks.cxone_url)
-            child = start("system", cmd, self.out, env=env, cpus=SUT_CPUS)
+            child = start("system", cmd, self.out, env=env, cpus=SUT_CPUS, root=root)
             started.append(child)
             for port in (cp, pp):  # valgrind makes the start take a minute or two
                 wait_http(f"http://127.0.0.1:{port}/healthz", child, timeout=args.timeout)
@@ -129,7 +130,11 @@ class Run:
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    p.add_argument("--system", default="gateway", help="bridge | gateway[-sqlite|-memory|-redis]")
+    p.add_argument(
+        "--system",
+        default="gateway",
+        help="bridge | gateway[-sqlite|-memory|-redis][@DIR] (DIR: another checkout)",
+    )
     p.add_argument("--path", default="inbound", choices=list(PATHS))
     p.add_argument("--messages", type=int, default=2000, help="messages counted")
     p.add_argument("--warmup", type=int, default=500, help="messages sent before counting")

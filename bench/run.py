@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from typing import Any
 import orjson
 
 from bench.common import (
+    ROOT,
     Child,
     Interference,
     bench_env,
@@ -47,6 +49,7 @@ from bench.common import (
     memory,
     percentiles,
     settle,
+    split_system,
     start,
     start_sinks,
     system_command,
@@ -70,6 +73,7 @@ class System:
     name: str
     kind: str  # "bridge" | "gateway"
     store: str = "sqlite"
+    root: Path = ROOT  # the checkout whose code runs (`gateway@DIR`: another one)
     workers: int = 64
     log_level: str = "WARNING"
     platform_url: str = ""
@@ -106,7 +110,7 @@ class Bench:
     def start_system(self, system: System, rep: int, started: list[Child]) -> None:
         pp, cp = free_port(), free_port()
         env = bench_env(self.platform_api, self.sinks_url)
-        name = f"{system.name}-rep{rep}"
+        name = f"{_file_name(system.name)}-rep{rep}"
         directory = self.out / name
         if system.kind != "bridge":
             shutil.rmtree(directory, ignore_errors=True)
@@ -120,7 +124,7 @@ class Bench:
             workers=system.workers,
             log_level=system.log_level,
         )
-        child = start(name, cmd, self.out, env=env, cpus=self.sut_cpus)
+        child = start(name, cmd, self.out, env=env, cpus=self.sut_cpus, root=system.root)
         started.append(child)
         system.child = child
         system.platform_url = f"http://127.0.0.1:{pp}"
@@ -233,12 +237,15 @@ class Bench:
                 for path in self.args.paths:
                     for system in systems:
                         self.warm_up(system, path)
-                    maxima = {s.name: self.phase(s, path, rep, "max", None) for s in systems}
+                    # the baseline first, the others in turn forwards and backwards, so
+                    # that none is always measured right after the baseline
+                    order = systems[:1] + (systems[1:] if rep % 2 else systems[:0:-1])
+                    maxima = {s.name: self.phase(s, path, rep, "max", None) for s in order}
                     rate = self.args.latency_rate or maxima[systems[0].name]["throughput"] * 0.5
-                    for system in systems:
+                    for system in order:
                         self.phase(system, path, rep, "latency", rate)
                     if self.args.own_latency:  # context: each at half of its own max
-                        for system in systems[1:]:
+                        for system in order[1:]:
                             own = maxima[system.name]["throughput"] * 0.5
                             self.phase(system, path, rep, "latency-own", own)
                 for system in systems:
@@ -323,13 +330,17 @@ def systems_from(names: list[str], args: argparse.Namespace) -> list[System]:
         if name == "bridge":
             out.append(System("bridge", "bridge"))
         elif name.startswith("gateway"):
-            store = name.split("-", 1)[1] if "-" in name else "sqlite"
-            out.append(
-                System(name, "gateway", store=store, workers=args.workers, log_level=args.log_level)
-            )
+            _, store, root = split_system(name)
+            store = store or "sqlite"
+            out.append(System(name, "gateway", store, root, args.workers, args.log_level))
         else:
             raise SystemExit(f"unknown system {name!r}")
     return out
+
+
+def _file_name(system: str) -> str:
+    """A system's name as part of a file name (`gateway@/tmp/base`: `gateway@_tmp_base`)."""
+    return re.sub(r"[^A-Za-z0-9@._-]", "_", system)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -337,7 +348,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--paths", default=",".join(PATHS), help="comma-separated: " + ", ".join(PATHS))
     p.add_argument(
-        "--systems", default="bridge,gateway", help="bridge first; gateway[-sqlite|-memory|-redis]"
+        "--systems",
+        default="bridge,gateway",
+        help="bridge first; gateway[-sqlite|-memory|-redis][@DIR], DIR another checkout "
+        "(a worktree of an earlier commit) whose gateway runs beside this one's",
     )
     p.add_argument(
         "--max-duration",
