@@ -568,6 +568,14 @@ async def test_a_large_database_lets_its_wal_grow_longer_before_a_restart(
     assert sqlite_batches._restart_frames(400_000) == 100_000
     monkeypatch.setattr(sqlite_batches, "CHECKPOINT_EVERY", 10**9)  # started by hand
     monkeypatch.setattr(sqlite_batches, "WAL_RESTART_FRAMES", 100)
+    modes: list[str] = []
+    checkpoint = sqlite_batches._checkpoint
+
+    def recorded(conn: sqlite3.Connection, mode: str) -> int:
+        modes.append(mode)
+        return checkpoint(conn, mode)
+
+    monkeypatch.setattr(sqlite_batches, "_checkpoint", recorded)
     path = tmp_path / "g.db"
     async with SqliteStore(path, clock=FakeClock()) as store:
         for i in range(1_000):  # about 3,000 pages of keys, then an empty WAL
@@ -581,7 +589,10 @@ async def test_a_large_database_lets_its_wal_grow_longer_before_a_restart(
         assert pages > 2_400
         await _write_through_a_checkpoint(store, before=100)
         frames = _wal_frames(path)
-    assert 100 < frames < pages // 4, f"{frames} frames of {pages} pages: restarted"
+    # (how far the WAL grows while the checkpoint runs depends on the disk: what
+    # matters is that the checkpoint saw fewer frames than a quarter of the pages)
+    assert modes == ["PASSIVE"], f"{modes}: restarted"
+    assert frames > 100, f"{frames} frames: the WAL started over"
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice is Linux's")
@@ -660,7 +671,8 @@ def test_the_catch_up_stops_once_a_pass_finds_little_to_copy(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Each pass copies what was committed during the one before; it stops when that is
-    small (the RESTART then copies as little), when a pass fails, or after a few passes."""
+    small (the RESTART then copies as little), when it is not half the pass before's,
+    when a pass fails, or after a few passes."""
     few = sqlite_batches.CATCH_UP_FRAMES - 1
 
     def passes(wal_sizes: list[int]) -> int:
@@ -671,8 +683,12 @@ def test_the_catch_up_stops_once_a_pass_finds_little_to_copy(
 
     assert passes([1_500, 1_600, 1_600 + few, 99_999]) == 3
     assert passes([0, 99_999]) == 1  # failed (busy, or an I/O error): the RESTART decides
-    endless = [1_000 * n for n in range(2, 20)]
-    assert passes(endless) == sqlite_batches.CATCH_UP_PASSES
+    # not converging: the second pass copied as much as the first (writes as fast as a
+    # pass copies and syncs), so further passes would only prolong the disturbance
+    assert passes([1_700, 2_400, 3_100, 3_150]) == 2
+    shrinking = [2 ** (12 - n) for n in range(12)]  # each pass copies half the last
+    assert passes([1_000 + sum(shrinking[: n + 1]) for n in range(12)]) == 6
+    assert sqlite_batches.CATCH_UP_PASSES == 6
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the lock probe reads Linux's struct flock")
