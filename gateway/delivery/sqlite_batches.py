@@ -39,7 +39,8 @@ Everything that can block goes to the store's own thread and its own connection:
   never does, so the pages of every PASSIVE copy since the last RESTART were left for
   the RESTART's fsync (25-70 ms, growing with the file); the catch-up syncs them, then
   copies and syncs what was committed meanwhile, pass after pass, until a pass finds
-  little to copy (the RESTART then held the writers 1-4 ms).
+  little to copy or the passes stop converging (the RESTART then held the writers 1-4
+  ms).
 
 A batch first runs plainly; only when one of several operations fails is it rolled back
 and run again with a savepoint around each operation, so that the failure takes back
