@@ -556,6 +556,30 @@ async def test_a_checkpoint_of_a_short_wal_never_holds_up_the_writers(
     assert 1000 < frames < sqlite_batches.WAL_RESTART_FRAMES  # copied, not started over
 
 
+def _record_checkpoints(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, int]]:
+    """Record each checkpoint (and each sync of the database file) as it runs: its mode
+    ("sync" for a sync), the thread's name prefix and the thread's nice value."""
+    seen: list[tuple[str, str, int]] = []
+
+    def note(mode: str) -> None:
+        nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        seen.append((mode, threading.current_thread().name.split("_")[0], nice))
+
+    checkpoint, sync = sqlite_batches._checkpoint, SharedFile.sync
+
+    def recorded_checkpoint(conn: sqlite3.Connection, mode: str) -> int:
+        note(mode)
+        return checkpoint(conn, mode)
+
+    def recorded_sync(file: SharedFile) -> None:
+        note("sync")
+        sync(file)
+
+    monkeypatch.setattr(sqlite_batches, "_checkpoint", recorded_checkpoint)
+    monkeypatch.setattr(SharedFile, "sync", recorded_sync)
+    return seen
+
+
 async def test_a_large_database_lets_its_wal_grow_longer_before_a_restart(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -568,14 +592,7 @@ async def test_a_large_database_lets_its_wal_grow_longer_before_a_restart(
     assert sqlite_batches._restart_frames(400_000) == 100_000
     monkeypatch.setattr(sqlite_batches, "CHECKPOINT_EVERY", 10**9)  # started by hand
     monkeypatch.setattr(sqlite_batches, "WAL_RESTART_FRAMES", 100)
-    modes: list[str] = []
-    checkpoint = sqlite_batches._checkpoint
-
-    def recorded(conn: sqlite3.Connection, mode: str) -> int:
-        modes.append(mode)
-        return checkpoint(conn, mode)
-
-    monkeypatch.setattr(sqlite_batches, "_checkpoint", recorded)
+    seen = _record_checkpoints(monkeypatch)
     path = tmp_path / "g.db"
     async with SqliteStore(path, clock=FakeClock()) as store:
         for i in range(1_000):  # about 3,000 pages of keys, then an empty WAL
@@ -591,6 +608,7 @@ async def test_a_large_database_lets_its_wal_grow_longer_before_a_restart(
         frames = _wal_frames(path)
     # (how far the WAL grows while the checkpoint runs depends on the disk: what
     # matters is that the checkpoint saw fewer frames than a quarter of the pages)
+    modes = [mode for mode, _, _ in seen]
     assert modes == ["PASSIVE"], f"{modes}: restarted"
     assert frames > 100, f"{frames} frames: the WAL started over"
 
@@ -606,20 +624,12 @@ async def test_the_passive_checkpoint_runs_at_background_priority_off_the_store_
     """
     monkeypatch.setattr(sqlite_batches, "CHECKPOINT_EVERY", 10**9)
     monkeypatch.setattr(sqlite_batches, "WAL_RESTART_FRAMES", 1)  # every checkpoint restarts
-    seen: list[tuple[str, str, int]] = []
-    real = sqlite_batches._checkpoint
-
-    def recorded(conn: sqlite3.Connection, mode: str) -> int:
-        nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-        seen.append((mode, threading.current_thread().name.split("_")[0], nice))
-        return real(conn, mode)
-
-    monkeypatch.setattr(sqlite_batches, "_checkpoint", recorded)
+    seen = _record_checkpoints(monkeypatch)
     base = os.getpriority(os.PRIO_PROCESS, 0)
     async with SqliteStore(tmp_path / "g.db", clock=FakeClock()) as store:
         await _write_through_a_checkpoint(store, before=10)
     background = min(base + sqlite_batches.BACKGROUND_NICE, 19)
-    *passive, restart = seen
+    *passive, restart = [entry for entry in seen if entry[0] != "sync"]
     assert len(passive) >= 2  # the first, then the catch-up's (the test below)
     assert set(passive) == {("PASSIVE", "sqlite-checkpoint", background)}
     assert restart == ("RESTART", "sqlite-store", base)
@@ -637,33 +647,27 @@ async def test_before_a_restart_the_database_file_is_synced_and_caught_up(
     """
     monkeypatch.setattr(sqlite_batches, "CHECKPOINT_EVERY", 10**9)
     monkeypatch.setattr(sqlite_batches, "WAL_RESTART_FRAMES", 100)
-    seen: list[tuple[str, str]] = []
     synced: set[tuple[int, int]] = set()
-    checkpoint, sync = sqlite_batches._checkpoint, SharedFile.sync
-
-    def recorded_checkpoint(conn: sqlite3.Connection, mode: str) -> int:
-        seen.append((mode, threading.current_thread().name.split("_")[0]))
-        return checkpoint(conn, mode)
+    sync = SharedFile.sync
 
     def recorded_sync(file: SharedFile) -> None:
-        seen.append(("sync", threading.current_thread().name.split("_")[0]))
         stat = os.fstat(file.fd)
         synced.add((stat.st_dev, stat.st_ino))
         sync(file)
 
-    monkeypatch.setattr(sqlite_batches, "_checkpoint", recorded_checkpoint)
     monkeypatch.setattr(SharedFile, "sync", recorded_sync)
+    seen = _record_checkpoints(monkeypatch)  # wraps the recording sync above
     path = tmp_path / "g.db"
     async with SqliteStore(path, clock=FakeClock()) as store:
         await _write_through_a_checkpoint(store, before=100)
         frames = _wal_frames(path)
     stat = os.stat(path)
     assert synced == {(stat.st_dev, stat.st_ino)}
-    modes = [mode for mode, _ in seen]
+    modes = [mode for mode, _, _ in seen]
     passes = (len(modes) - 3) // 2
     assert 1 <= passes <= sqlite_batches.CATCH_UP_PASSES
     assert modes == ["PASSIVE", "sync"] + ["PASSIVE", "sync"] * passes + ["RESTART"]
-    assert {thread for mode, thread in seen if mode != "RESTART"} == {"sqlite-checkpoint"}
+    assert {thread for mode, thread, _ in seen if mode != "RESTART"} == {"sqlite-checkpoint"}
     assert frames < 60, f"{frames} frames in the WAL: it did not start over"
 
 

@@ -71,8 +71,8 @@ BUSY_TIMEOUT_MS = 10_000  # how long the store's thread waits for another writer
 CHECKPOINT_EVERY = 250  # inline commits between two WAL checkpoints on the thread
 WAL_RESTART_FRAMES = 16_384  # the WAL starts over past this many frames (64 MB of 4 KB pages)
 WAL_RESTART_SHARE = 4  # or past the database's pages / this, if more (see `_restart_frames`)
-CATCH_UP_PASSES = 6  # at most this many PASSIVE copies and syncs before a RESTART,
-CATCH_UP_FRAMES = 64  # fewer if one copies fewer frames than this (see `_catch_up`)
+CATCH_UP_PASSES = 6  # at most this many PASSIVE copies and syncs before a RESTART
+CATCH_UP_FRAMES = 64  # a pass copying fewer frames than this ends them (`_catch_up`)
 BACKGROUND_NICE = 19  # the PASSIVE checkpoints' thread: CPU the event loop leaves idle
 SOON_S = 0.002  # how long a write submitted `soon` waits for company
 
@@ -443,13 +443,13 @@ def _catch_up(conn: sqlite3.Connection, file: SharedFile | None, frames: int) ->
 def _restart_frames(pages: int) -> int:
     """How long the WAL may grow before a RESTART, for a database of `pages` pages.
 
-    The RESTART's fsync of the database file holds the writers, and it grows with the
-    file: the pages copied since the PASSIVE before it lie scattered over a larger file
-    (measured on the benchmark's disk with random keys: 5 ms at 4 MB, 15 ms at 60 MB,
-    50 ms at 300 MB; 0.3-1 ms without the fsyncs). A WAL allowed a fixed share of the
-    database makes that pause proportionally rarer, so the writers' time held stays
-    about the same share whatever the size; up to 256 MB of database the 64 MB floor
-    applies.
+    The RESTART's fsync of the database file holds the writers. Before `_catch_up` it
+    wrote every page the PASSIVE checkpoints had copied since the last RESTART, and it
+    grew with the file (measured on the benchmark's disk with random keys: 5 ms at 4 MB,
+    15 ms at 60 MB, 50 ms at 300 MB; 0.3-1 ms without the fsyncs). A WAL allowed a
+    fixed share of the database made that pause proportionally rarer; since the
+    catch-up syncs those pages first it also spares a large file's catch-up syncs. Up
+    to 256 MB of database the 64 MB floor applies.
     """
     return max(WAL_RESTART_FRAMES, pages // WAL_RESTART_SHARE)
 
