@@ -18,7 +18,7 @@ from gateway.delivery import sqlite as sqlite_module
 from gateway.delivery import sqlite_batches
 from gateway.delivery.sqlite import SqliteStore
 from gateway.delivery.sqlite_file import SharedFile
-from gateway.delivery.sqlite_schema import CLAIM_SQL
+from gateway.delivery.sqlite_schema import CLAIM_SQL, SCHEMA
 from gateway.delivery.store import NewJob
 from gateway.errors import StoreError
 
@@ -89,6 +89,53 @@ async def test_expired_rows_are_purged(tmp_path: Path) -> None:
         try:
             assert conn.execute("SELECT key FROM dedupe").fetchall() == [("fresh",)]
             assert conn.execute("SELECT key FROM kv").fetchall() == [("forever",)]
+        finally:
+            conn.close()
+
+
+async def test_dedupe_keys_and_threads_are_stored_in_their_key_order(tmp_path: Path) -> None:
+    """A new file's dedupe and threads tables are WITHOUT ROWID: one B-tree each, not two."""
+    path = tmp_path / "gw.sqlite3"
+    async with SqliteStore(path):
+        pass
+    conn = sqlite3.connect(path)
+    try:
+        sql = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'"))
+    finally:
+        conn.close()
+    assert sql["dedupe"].endswith("WITHOUT ROWID") and sql["threads"].endswith("WITHOUT ROWID")
+    assert "WITHOUT ROWID" not in sql["jobs"]
+
+
+async def test_a_file_of_an_earlier_version_with_rowid_tables_works_the_same(
+    tmp_path: Path,
+) -> None:
+    """Files created before keep their rowid dedupe and threads tables: every statement
+    serves both (the purge names rows by key, not by rowid)."""
+    clock = FakeClock()
+    path = tmp_path / "gw.sqlite3"
+    conn = sqlite3.connect(path)
+    try:
+        conn.executescript(SCHEMA.replace(") WITHOUT ROWID;", ");"))
+        assert "WITHOUT ROWID" not in str(conn.execute("SELECT sql FROM sqlite_master").fetchall())
+    finally:
+        conn.close()
+    async with SqliteStore(path, clock=clock) as store:
+        assert await store.enqueue(
+            [NewJob("a", b"a1", "k1"), NewJob("a", b"a2", "k2")] * 2, 10
+        ) == [True, True, False, False]
+        [head] = await store.claim("w", 10, 30)
+        assert head.payload == b"a1"
+        done, [following] = await store.complete_and_claim(head, "w", 30)
+        assert done and following.payload == b"a2"
+        assert await store.complete(following, "w")
+        assert await store.depth() == 0
+        clock.advance(sqlite_module.PURGE_EVERY + 1)
+        assert await store.enqueue([NewJob("b", b"b1", "fresh")], 10) == [True]
+        conn = sqlite3.connect(path)
+        try:
+            assert conn.execute("SELECT key FROM dedupe").fetchall() == [("fresh",)]
+            assert conn.execute("SELECT thread_key FROM threads").fetchall() == [("b",)]
         finally:
             conn.close()
 

@@ -109,7 +109,7 @@ class SqliteStore(Store):
         self._last_purge = now
         full = False
         for sql in (
-            "DELETE FROM dedupe WHERE rowid IN (SELECT rowid FROM dedupe WHERE expires_at <= ?"
+            "DELETE FROM dedupe WHERE key IN (SELECT key FROM dedupe WHERE expires_at <= ?"
             " LIMIT ?)",
             "DELETE FROM kv WHERE rowid IN (SELECT rowid FROM kv WHERE expires_at IS NOT NULL"
             " AND expires_at <= ? LIMIT ?)",
