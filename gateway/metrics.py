@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Self
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics import MetricWrapperBase
 
@@ -71,6 +80,10 @@ class Metrics:
 def create_metrics() -> Metrics:
     """Create a fresh registry with all metrics."""
     r = CollectorRegistry(auto_describe=True)
+    # the process's own (CPU, memory, descriptors), the interpreter's, and its garbage
+    # collections by generation: prometheus_client's default collectors, read at scrape
+    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        r.register(collector)
     return Metrics(
         registry=r,
         requests=_Counter(

@@ -24,7 +24,7 @@ from gateway.clock import Clock, system_clock
 from gateway.edge import harden_server, server_kwargs
 from gateway.errors import GatewayError
 from gateway.keys import GATEWAY, LISTENER
-from gateway.runtime import settle_heap
+from gateway.runtime import settle_heap, young_collections_less_often
 from gateway.settings import ListenerSettings, Settings
 from gateway.tls import server_context
 
@@ -129,6 +129,7 @@ async def serve(settings: Settings, *, pid_file: Path | None = None) -> None:
     if pid_file is not None:
         # written once SIGHUP is handled: an early `reload` must not kill the process
         await asyncio.to_thread(_write_pid, pid_file)
+    young_collections_less_often()
     settle_heap()
     log.info(
         "listening: CXone side %s, platform side %s",

@@ -85,3 +85,37 @@ def test_settle_heap_freezes_what_lives_and_collects_what_does_not() -> None:
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_the_young_generation_is_collected_only_when_garbage_accumulates() -> None:
+    """A burst of objects alive together, freed later (a SQLite batch's operations), no
+    longer starts a collection of the young generation; CPython's default 700 did."""
+    import gc
+
+    from gateway.runtime import YOUNG_GENERATION, young_collections_less_often
+
+    def young_collections_during_a_burst() -> int:
+        seen: list[int] = []
+
+        def count(phase: str, info: dict[str, int]) -> None:
+            if phase == "start" and info["generation"] == 0:
+                seen.append(1)
+
+        gc.collect()  # the young generation starts empty
+        gc.callbacks.append(count)
+        try:
+            burst = [[i] for i in range(3_000)]  # alive together, like a batch's objects
+            del burst
+        finally:
+            gc.callbacks.remove(count)
+        return len(seen)
+
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(700, *saved[1:])
+        assert young_collections_during_a_burst() >= 1
+        young_collections_less_often()
+        assert gc.get_threshold() == (YOUNG_GENERATION, *saved[1:])
+        assert young_collections_during_a_burst() == 0
+    finally:
+        gc.set_threshold(*saved)
