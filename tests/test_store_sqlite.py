@@ -406,6 +406,8 @@ async def test_a_key_read_does_not_wait_for_writes_of_other_things(
         assert sizes == [] and not completing.done()
         assert await store.kv_get("other", "k") == b"x"  # its own namespace: waits, sees it
         assert sizes == [3] and await completing is True
+        # nothing is pending any more: the read runs at once again, in no batch
+        assert await store.kv_get("other", "k") == b"x" and sizes == [3]
 
 
 async def test_a_key_read_that_finds_the_file_busy_takes_its_turn(tmp_path: Path) -> None:

@@ -89,6 +89,9 @@ class GroupCommit:
         self._background: ThreadPoolExecutor | None = None
         self._file: SharedFile | None = None  # to sync the database file (`_catch_up`)
         self._pending: list[_Op] = []
+        # the scopes of the pending writes (None: anything), for `read_now`: one per
+        # inbound message, which scanned the pending operations (thirty at saturation)
+        self._write_scopes: set[str | None] = set()
         self._scheduled = False  # an inline run is scheduled with call_soon
         self._soon: asyncio.TimerHandle | None = None  # the run `soon` writes wait for
         self._on_thread: asyncio.Task[None] | None = None  # batches waiting for the lock
@@ -202,6 +205,8 @@ class GroupCommit:
             raise StoreError(f"sqlite store {self.path}: not open")
         future: asyncio.Future[T] = loop.create_future()
         self._pending.append(_Op(what, fn, write, future, scope))
+        if write:
+            self._write_scopes.add(scope)
         if not self._scheduled and self._on_thread is None:
             if not soon:
                 self._scheduled = True
@@ -230,9 +235,9 @@ class GroupCommit:
         conn = self._inline
         if self._on_thread is not None or conn is None or conn.in_transaction:
             return False, None
-        for op in self._pending:
-            if op.write and (scope is None or op.scope is None or op.scope == scope):
-                return False, None
+        scopes = self._write_scopes
+        if scopes and (scope is None or None in scopes or scope in scopes):
+            return False, None
         try:
             return True, fn(conn)
         except sqlite3.Error as exc:
@@ -249,6 +254,7 @@ class GroupCommit:
             self._soon.cancel()
             self._soon = None
         ops, self._pending = self._pending, []
+        self._write_scopes.clear()
         outcomes = self._execute(self._inline, ops, inline=True)
         if outcomes is None:  # busy: wait for the lock on the thread, keeping the order
             self._on_thread = asyncio.get_running_loop().create_task(
