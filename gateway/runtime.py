@@ -276,8 +276,8 @@ class Gateway:
             return result
 
 
-# Container allocations that outlive their free since the last young collection, before
-# CPython collects the young generation (its default: 700). See `young_collections_less_often`.
+# How many more containers may be allocated than freed before CPython collects the young
+# generation (its default: 700); see `young_collections_less_often`.
 YOUNG_GENERATION = 10_000
 
 
@@ -288,7 +288,7 @@ def young_collections_less_often() -> None:
     SQLite store's group commit keeps each operation's objects (its future, closure,
     coroutine frame) until the batch commits, about thirty operations at saturation,
     so nearly every batch crossed 700: one collection per 36 single events, each
-    walking the 3,000 objects of the requests in flight, 0.5 ms; 16 µs of CPU per
+    walking the 3,000 objects of the requests in flight, 0.5 ms; 17 µs of CPU per
     event (docs/performance.md). Requests and batches free what they allocate, so at
     10,000 a collection comes when garbage really accumulates (cycles, which the
     serving path does not make per message), and walks at most a few milliseconds'
