@@ -76,7 +76,7 @@ async def test_mtls_matrix_on_the_cxone_listener(required: TlsWorld) -> None:
     world, pki = required, required.pki
     token = world.box_url + "/1.0/token"
     ok = token_request(SECRETS.byoc_client_id, SECRETS.byoc_client_secret)
-    before = world.gateway.metrics.tokens_issued.labels("issued")._value.get()
+    before = world.gateway.metrics.tokens_issued.labels("issued").value
 
     # refused in the TLS handshake: no HTTP answer at all
     for refused in (world.tls_as(), world.tls_as(pki.foreign), world.tls_as(pki.expired)):
@@ -87,7 +87,7 @@ async def test_mtls_matrix_on_the_cxone_listener(required: TlsWorld) -> None:
     # right CA, wrong name: refused before any handler runs
     status, body, _ = await fetch(token, world.tls_as(pki.intruder), "POST", **ok)
     assert (status, body["error"]) == (403, "client_certificate_rejected")
-    assert world.gateway.metrics.tokens_issued.labels("issued")._value.get() == before
+    assert world.gateway.metrics.tokens_issued.labels("issued").value == before
 
     # the valid certificate, as CXone presents it (PEM key and its password)
     status, body, _ = await fetch(token, world.as_cxone(), "POST", **ok)
