@@ -112,7 +112,16 @@ class _Family(Collector, Generic[C]):
     def describe(self) -> Iterable[Metric]:
         return [self._family()]
 
+    def collect(self) -> Iterable[Metric]:
+        family = self._family()
+        for labels, child in self.series.items():
+            self._add(family, labels, child)
+        return [family]
+
     def _family(self) -> Metric:
+        raise NotImplementedError
+
+    def _add(self, family: Metric, labels: tuple[str, ...], child: C) -> None:
         raise NotImplementedError
 
 
@@ -129,11 +138,9 @@ class LoopCounter(_Family[_CounterChild]):
     def _family(self) -> CounterMetricFamily:
         return CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
-    def collect(self) -> Iterable[Metric]:
-        family = self._family()
-        for labels, child in self.series.items():
-            family.add_metric(labels, child.value)
-        return [family]
+    def _add(self, family: Metric, labels: tuple[str, ...], child: _CounterChild) -> None:
+        assert isinstance(family, CounterMetricFamily)
+        family.add_metric(labels, child.value)
 
 
 class LoopHistogram(_Family[_HistogramChild]):
@@ -162,12 +169,10 @@ class LoopHistogram(_Family[_HistogramChild]):
     def _family(self) -> HistogramMetricFamily:
         return HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
-    def collect(self) -> Iterable[Metric]:
-        family = self._family()
-        for labels, child in self.series.items():
-            cumulative = list(zip(self._le, accumulate(child.counts), strict=True))
-            family.add_metric(labels, cumulative, child.sum)
-        return [family]
+    def _add(self, family: Metric, labels: tuple[str, ...], child: _HistogramChild) -> None:
+        assert isinstance(family, HistogramMetricFamily)
+        cumulative = list(zip(self._le, accumulate(child.counts), strict=True))
+        family.add_metric(labels, cumulative, child.sum)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import subprocess
@@ -23,17 +24,19 @@ from gateway.delivery.store import NewJob
 from gateway.errors import StoreError
 
 
+def _rows(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    """The rows of `sql`, read through a connection of its own (closed again)."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
 async def test_creates_parent_directory_and_uses_wal(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "er" / "gw.sqlite3"
     async with SqliteStore(path) as store:
         await store.ping()
         assert path.exists()
-        conn = sqlite3.connect(path)
-        try:
-            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
-        finally:
-            conn.close()
+        assert _rows(path, "PRAGMA journal_mode") == [("wal",)]
+        assert _rows(path, "PRAGMA user_version") == [(1,)]
 
 
 async def test_unusable_path_raises_store_error(tmp_path: Path) -> None:
@@ -85,12 +88,8 @@ async def test_expired_rows_are_purged(tmp_path: Path) -> None:
         await store.kv_set("ns", "forever", b"v", None)
         clock.advance(sqlite_module.PURGE_EVERY + 1)
         await store.enqueue([NewJob("t", b"y", "fresh")], 10)
-        conn = sqlite3.connect(path)
-        try:
-            assert conn.execute("SELECT key FROM dedupe").fetchall() == [("fresh",)]
-            assert conn.execute("SELECT key FROM kv").fetchall() == [("forever",)]
-        finally:
-            conn.close()
+        assert _rows(path, "SELECT key FROM dedupe") == [("fresh",)]
+        assert _rows(path, "SELECT key FROM kv") == [("forever",)]
 
 
 async def test_dedupe_keys_and_threads_are_stored_in_their_key_order(tmp_path: Path) -> None:
@@ -98,11 +97,7 @@ async def test_dedupe_keys_and_threads_are_stored_in_their_key_order(tmp_path: P
     path = tmp_path / "gw.sqlite3"
     async with SqliteStore(path):
         pass
-    conn = sqlite3.connect(path)
-    try:
-        sql = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'"))
-    finally:
-        conn.close()
+    sql = dict(_rows(path, "SELECT name, sql FROM sqlite_master WHERE type = 'table'"))
     assert sql["dedupe"].endswith("WITHOUT ROWID") and sql["threads"].endswith("WITHOUT ROWID")
     assert "WITHOUT ROWID" not in sql["jobs"]
 
@@ -132,12 +127,8 @@ async def test_a_file_of_an_earlier_version_with_rowid_tables_works_the_same(
         assert await store.depth() == 0
         clock.advance(sqlite_module.PURGE_EVERY + 1)
         assert await store.enqueue([NewJob("b", b"b1", "fresh")], 10) == [True]
-        conn = sqlite3.connect(path)
-        try:
-            assert conn.execute("SELECT key FROM dedupe").fetchall() == [("fresh",)]
-            assert conn.execute("SELECT thread_key FROM threads").fetchall() == [("b",)]
-        finally:
-            conn.close()
+        assert _rows(path, "SELECT key FROM dedupe") == [("fresh",)]
+        assert _rows(path, "SELECT thread_key FROM threads") == [("b",)]
 
 
 async def test_claim_uses_the_ready_index(tmp_path: Path) -> None:
@@ -145,11 +136,7 @@ async def test_claim_uses_the_ready_index(tmp_path: Path) -> None:
     path = tmp_path / "gw.sqlite3"
     async with SqliteStore(path):
         pass
-    conn = sqlite3.connect(path)
-    try:
-        plan = str(conn.execute("EXPLAIN QUERY PLAN " + CLAIM_SQL, (0.0, 10)).fetchall())
-    finally:
-        conn.close()
+    plan = str(_rows(path, "EXPLAIN QUERY PLAN " + CLAIM_SQL, (0.0, 10)))
     assert "threads_by_ready" in plan and "jobs_by_thread" in plan
     assert "SCAN" not in plan and "TEMP B-TREE" not in plan
 
@@ -168,12 +155,7 @@ async def test_a_thread_row_without_jobs_is_repaired_by_the_next_claim(tmp_path:
             conn.close()
         (job,) = await store.claim("w", 10, 30)
         assert (job.thread_key, job.payload) == ("real", b"r1")
-        conn = sqlite3.connect(path)
-        try:
-            keys = conn.execute("SELECT thread_key FROM threads").fetchall()
-        finally:
-            conn.close()
-        assert keys == [("real",)]
+        assert _rows(path, "SELECT thread_key FROM threads") == [("real",)]
 
 
 async def test_order_holds_when_the_newest_row_goes_and_its_seq_is_reused(
